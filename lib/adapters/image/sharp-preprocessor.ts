@@ -1,0 +1,160 @@
+import sharp, { type Metadata } from 'sharp';
+import { TooLargeError, UnsupportedImageError } from '../../core/errors';
+import type { PreprocessSpec } from '../../core/model-spec';
+import type { ImagePreprocessor, PreparedImage } from '../../core/ports';
+
+export interface ImageLimits {
+  /** Refuse inputs larger than this many bytes before decoding anything. */
+  readonly maxBytes: number;
+  /**
+   * Refuse images with more pixels than this (width x height from the header, before decoding):
+   * the guard against decompression bombs. sharp's own default is 268,402,689.
+   */
+  readonly maxPixels: number;
+}
+
+// sharp 0.35 (libvips 8.18) runs on the libuv pool; one vips thread per pipeline lets two images decode
+// in parallel on two cores instead of one image fighting with onnxruntime for both.
+sharp.concurrency(1);
+
+/**
+ * Decode -> EXIF orientation -> flatten alpha on white -> 8-bit sRGB -> resize shorter side ->
+ * centre crop -> [0,1] -> (x - mean) / std -> NCHW float32. The torchvision / ONNX Model Zoo recipe.
+ */
+export class SharpImagePreprocessor implements ImagePreprocessor {
+  constructor(
+    private readonly spec: PreprocessSpec,
+    private readonly limits: ImageLimits,
+  ) {}
+
+  async prepare(bytes: Uint8Array): Promise<PreparedImage> {
+    if (bytes.byteLength === 0) {
+      throw new UnsupportedImageError('The file is empty (0 bytes).', {
+        hint: 'Check that the upload or copy completed.',
+      });
+    }
+    if (bytes.byteLength > this.limits.maxBytes) {
+      throw new TooLargeError(
+        `The image is ${bytes.byteLength} bytes; the limit is ${this.limits.maxBytes} bytes.`,
+        {
+          hint: 'Shrink the image, or raise OMPF_MAX_IMAGE_BYTES.',
+          context: { bytes: bytes.byteLength, limit: this.limits.maxBytes },
+        },
+      );
+    }
+    if (isHeif(bytes)) {
+      throw new UnsupportedImageError('HEIC/HEIF images are not supported by the bundled image decoder.', {
+        hint: 'Convert the image to JPEG, PNG, WebP or AVIF first (for example with `heif-convert`).',
+      });
+    }
+    const input = sharp(bytes, {
+      limitInputPixels: this.limits.maxPixels,
+      // Truncated or corrupt data is an error, not a half-grey picture silently indexed.
+      failOn: 'error',
+      // Animated GIF/WebP: first frame only.
+      pages: 1,
+    });
+    let metadata: Metadata;
+    try {
+      metadata = await input.metadata();
+    } catch (cause) {
+      throw decodeError(cause);
+    }
+    const { width, height } = orientedSize(metadata);
+    if (width * height > this.limits.maxPixels) {
+      throw pixelLimitError(width, height, this.limits.maxPixels);
+    }
+    const { resizeShorterTo, cropSize } = this.spec;
+    const scale = resizeShorterTo / Math.min(width, height);
+    const resizedWidth = Math.max(cropSize, Math.round(width * scale));
+    const resizedHeight = Math.max(cropSize, Math.round(height * scale));
+    let pixels: Buffer;
+    try {
+      pixels = await input
+        .autoOrient()
+        .flatten({ background: '#ffffff' })
+        .toColourspace('srgb')
+        .resize(resizedWidth, resizedHeight, { fit: 'fill', kernel: 'lanczos3' })
+        .extract({
+          left: Math.round((resizedWidth - cropSize) / 2),
+          top: Math.round((resizedHeight - cropSize) / 2),
+          width: cropSize,
+          height: cropSize,
+        })
+        .removeAlpha()
+        .raw({ depth: 'uchar' })
+        .toBuffer();
+    } catch (cause) {
+      throw decodeError(cause);
+    }
+    const plane = cropSize * cropSize;
+    if (pixels.length !== plane * 3) {
+      throw new UnsupportedImageError(`Decoding produced ${pixels.length / plane} channels instead of 3.`);
+    }
+    return { tensor: toNormalisedChw(pixels, plane, this.spec), width, height };
+  }
+}
+
+function toNormalisedChw(pixels: Buffer, plane: number, spec: PreprocessSpec): Float32Array {
+  const tensor = new Float32Array(plane * 3);
+  for (let channel = 0; channel < 3; channel++) {
+    const scale = 1 / (255 * spec.std[channel]!);
+    const offset = spec.mean[channel]! / spec.std[channel]!;
+    const base = channel * plane;
+    for (let i = 0; i < plane; i++) tensor[base + i] = pixels[i * 3 + channel]! * scale - offset;
+  }
+  return tensor;
+}
+
+function orientedSize(metadata: Metadata): { width: number; height: number } {
+  const { width, height } = metadata;
+  if (!width || !height) throw new UnsupportedImageError('The image has no dimensions.');
+  // EXIF orientations 5-8 rotate by 90 degrees: width and height swap.
+  return (metadata.orientation ?? 1) >= 5 ? { width: height, height: width } : { width, height };
+}
+
+function pixelLimitError(width: number, height: number, limit: number): TooLargeError {
+  return new TooLargeError(
+    `The image is ${width}x${height} (${width * height} pixels); the limit is ${limit} pixels.`,
+    {
+      hint: 'Downscale the image, or raise OMPF_MAX_PIXELS if you trust the source.',
+      context: { width, height, limit },
+    },
+  );
+}
+
+function decodeError(cause: unknown): Error {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  if (/pixel limit/i.test(detail)) {
+    return new TooLargeError('The image exceeds the pixel limit (possible decompression bomb).', {
+      cause,
+      hint: 'Downscale the image, or raise OMPF_MAX_PIXELS if you trust the source.',
+    });
+  }
+  if (/unsupported image format/i.test(detail)) {
+    return new UnsupportedImageError(
+      'Not an image in a supported format (JPEG, PNG, WebP, GIF, AVIF, TIFF, SVG).',
+      {
+        cause,
+        hint: 'Check the file is really an image; convert other formats to JPEG or PNG.',
+      },
+    );
+  }
+  return new UnsupportedImageError(`The image could not be decoded: ${firstLine(detail)}.`, {
+    cause,
+    hint: 'The file is corrupt or truncated; re-export or re-upload it.',
+  });
+}
+
+function firstLine(text: string): string {
+  return (text.split('\n')[0] ?? text).replace(/\.$/, '');
+}
+
+/** ISO-BMFF 'ftyp' box with a HEIF brand. sharp's prebuilt libvips has no HEVC decoder. */
+function isHeif(bytes: Uint8Array): boolean {
+  if (bytes.byteLength < 12) return false;
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 32)).toString('latin1');
+  if (text.slice(4, 8) !== 'ftyp') return false;
+  const brands = text.slice(8);
+  return /heic|heix|hevc|hevx|heim|heis|mif1|msf1/.test(brands) && !/avif|avis/.test(brands);
+}

@@ -1,0 +1,119 @@
+import * as ort from 'onnxruntime-node';
+import { ConfigError } from '../../core/errors';
+import type { ModelSpec } from '../../core/model-spec';
+import type { Embedder, PreparedImage } from '../../core/ports';
+import { l2Normalise } from '../../core/vectors';
+import { exposeFeatureTensor } from './onnx-graph';
+
+export interface OnnxSessionOptions {
+  /** onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core). */
+  readonly threads: number;
+  /** Images per inference call, capped by a batch dimension the graph fixes. */
+  readonly batchSize: number;
+}
+
+/**
+ * Embeds preprocessed images with one onnxruntime session. Create it once per process
+ * (OnnxEmbedder.load) and reuse it: session creation costs hundreds of milliseconds.
+ */
+export class OnnxEmbedder implements Embedder {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    private readonly inputName: string,
+    private readonly featureOutput: string,
+    private readonly maxBatch: number,
+    private readonly cropSize: number,
+    readonly modelId: string,
+    readonly dimension: number,
+  ) {}
+
+  static async load(
+    spec: ModelSpec,
+    modelBytes: Uint8Array,
+    options: OnnxSessionOptions,
+  ): Promise<OnnxEmbedder> {
+    const graph = exposeFeatureTensor(modelBytes, {
+      featureTensor: spec.featureTensor,
+      inputName: spec.inputName,
+    });
+    const session = await ort.InferenceSession.create(graph.modelBytes, {
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      intraOpNumThreads: options.threads,
+      interOpNumThreads: 1,
+      logSeverityLevel: 3,
+    });
+    const maxBatch = Math.max(1, Math.min(options.batchSize, graph.fixedBatchSize ?? options.batchSize));
+    const cropSize = spec.preprocess.cropSize;
+    // One warm-up run on a blank image: proves the exposed output exists and checks its dimension
+    // against the spec before any vector reaches the store.
+    const probe = await runFeatures(
+      session,
+      graph.inputName,
+      graph.featureOutput,
+      new Float32Array(3 * cropSize * cropSize),
+      1,
+      cropSize,
+    );
+    const dimension = probe.dims.slice(1).reduce((a, b) => a * b, 1);
+    if (dimension !== spec.dimension) {
+      throw new ConfigError(
+        `Model '${spec.id}' yields ${dimension}-d features at '${graph.featureOutput}', but its spec says ${spec.dimension}.`,
+        { hint: 'Fix "dimension" (or "featureTensor") in the model spec.' },
+      );
+    }
+    return new OnnxEmbedder(
+      session,
+      graph.inputName,
+      graph.featureOutput,
+      maxBatch,
+      cropSize,
+      spec.id,
+      dimension,
+    );
+  }
+
+  async embed(images: readonly PreparedImage[]): Promise<Float32Array[]> {
+    const vectors: Float32Array[] = [];
+    const imageSize = 3 * this.cropSize * this.cropSize;
+    for (let start = 0; start < images.length; start += this.maxBatch) {
+      const batch = images.slice(start, start + this.maxBatch);
+      const input = new Float32Array(batch.length * imageSize);
+      batch.forEach((image, i) => input.set(image.tensor, i * imageSize));
+      const output = await runFeatures(
+        this.session,
+        this.inputName,
+        this.featureOutput,
+        input,
+        batch.length,
+        this.cropSize,
+      );
+      const features = output.data as Float32Array;
+      for (let i = 0; i < batch.length; i++) {
+        vectors.push(l2Normalise(features.slice(i * this.dimension, (i + 1) * this.dimension)));
+      }
+    }
+    return vectors;
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+async function runFeatures(
+  session: ort.InferenceSession,
+  inputName: string,
+  outputName: string,
+  data: Float32Array,
+  batch: number,
+  cropSize: number,
+): Promise<ort.Tensor> {
+  const feeds = { [inputName]: new ort.Tensor('float32', data, [batch, 3, cropSize, cropSize]) };
+  const result = await session.run(feeds, [outputName]);
+  const output = result[outputName];
+  if (!output || output.type !== 'float32') {
+    throw new ConfigError(`The model did not produce float32 features at '${outputName}'.`);
+  }
+  return output;
+}

@@ -1,0 +1,144 @@
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import { vector } from '@electric-sql/pglite-pgvector';
+import pg from 'pg';
+import { DependencyUnavailableError } from '../../core/errors';
+
+/**
+ * The one SQL surface the store uses. Both engines run the same parameterised SQL text; only the
+ * transport differs: a pg connection pool for PostgreSQL, an in-process PGlite for the embedded store.
+ */
+export interface SqlExecutor {
+  query<Row = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** Multi-statement script without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+export interface SqlClient extends SqlExecutor {
+  readonly engine: 'pglite' | 'postgresql';
+  /** Run `work` in one transaction on one connection; rolled back if it throws. */
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export class PostgresSqlClient implements SqlClient {
+  readonly engine = 'postgresql';
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  static connect(connectionString: string, options: { maxConnections?: number } = {}): PostgresSqlClient {
+    const pool = new pg.Pool({
+      connectionString,
+      max: options.maxConnections ?? 4,
+      connectionTimeoutMillis: 10_000,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle client losing its connection (server restart) must not crash the process; the next
+    // query gets a fresh connection or a DependencyUnavailableError.
+    pool.on('error', () => undefined);
+    return new PostgresSqlClient(pool);
+  }
+
+  async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return guard(async () => (await this.pool.query(text, params as unknown[])).rows as Row[]);
+  }
+
+  async exec(script: string): Promise<void> {
+    await guard(() => this.pool.query(script));
+  }
+
+  async transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    const client = await guard(() => this.pool.connect());
+    try {
+      await client.query('BEGIN');
+      const result = await work({
+        query: async <Row>(text: string, params: readonly unknown[] = []) =>
+          (await guard(() => client.query(text, params as unknown[]))).rows as Row[],
+        exec: async (script: string) => {
+          await guard(() => client.query(script));
+        },
+      });
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+export class PgliteSqlClient implements SqlClient {
+  readonly engine = 'pglite';
+
+  private constructor(private readonly db: PGlite) {}
+
+  /** `dataDir` undefined: an in-memory database (evaluation runs, tests). */
+  static async open(dataDir: string | undefined): Promise<PgliteSqlClient> {
+    if (dataDir) mkdirSync(dataDir, { recursive: true });
+    const db = await PGlite.create({ ...(dataDir ? { dataDir } : {}), extensions: { vector } });
+    return new PgliteSqlClient(db);
+  }
+
+  async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return (await this.db.query<Row>(text, params as unknown[])).rows;
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.db.exec(script);
+  }
+
+  async transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return this.db.transaction((tx) =>
+      work({
+        query: async <Row>(text: string, params: readonly unknown[] = []) =>
+          (await tx.query<Row>(text, params as unknown[])).rows,
+        exec: async (script: string) => {
+          await tx.exec(script);
+        },
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EPIPE',
+  '57P01',
+  '57P03',
+  '08006',
+  '08001',
+  '08003',
+]);
+
+/** Connection-level failures become DependencyUnavailableError (retryable); SQL errors pass through. */
+async function guard<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const message = error instanceof Error ? error.message : String(error);
+    if (
+      (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) ||
+      /Connection terminated|timeout exceeded when trying to connect/i.test(message)
+    ) {
+      throw new DependencyUnavailableError(`The database is unreachable: ${message}`, {
+        cause: error,
+        hint: 'Check that PostgreSQL is running and DATABASE_URL is right, then retry.',
+      });
+    }
+    throw error;
+  }
+}

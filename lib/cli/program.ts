@@ -1,0 +1,392 @@
+import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { scanGallery } from '../adapters/fs/fs-gallery';
+import {
+  installedModels,
+  pullModel,
+  readVerifiedModel,
+  resolveModelSpec,
+} from '../adapters/models/model-registry';
+import { InvalidInputError, NotFoundError } from '../core/errors';
+import { evaluateLeaveOneOut } from '../core/evaluation';
+import type { DistanceMetric } from '../core/ports';
+import { DEFAULT_RESULTS, MAX_RESULTS, MIN_RESULTS } from '../core/search';
+import { loadConfig, type Config } from '../runtime/config';
+import { openLocalEngine, openStore } from '../runtime/local';
+import { printJson, progressBar, reportError, table } from './output';
+
+interface GlobalOptions {
+  model?: string;
+  json?: boolean;
+}
+
+function parseN(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < MIN_RESULTS || n > MAX_RESULTS) {
+    throw new InvalidArgumentError(`N must be a whole number from ${MIN_RESULTS} to ${MAX_RESULTS}.`);
+  }
+  return n;
+}
+
+const metricOption = () =>
+  new Option('--metric <metric>', "distance: cosine, or euclidean (the origin project's)")
+    .choices(['cosine', 'euclidean'])
+    .default('cosine');
+
+/** Build the `ompf` command tree. Each action is thin: parse, call the core, print. */
+export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
+  const program = new Command('ompf')
+    .description(
+      'Image similarity search: index a folder of images, then find the most similar ones to a picture.',
+    )
+    .option('--model <name|spec.json>', 'embedding model (default: OMPF_MODEL or resnet50)')
+    .option('--json', 'print machine-readable JSON on stdout')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  const config = (): Config =>
+    loadConfig(env, {
+      ...(program.opts<GlobalOptions>().model ? { model: program.opts<GlobalOptions>().model! } : {}),
+    });
+  const json = (): boolean => program.opts<GlobalOptions>().json === true;
+  const run =
+    <Args extends unknown[]>(action: (...args: Args) => Promise<void>) =>
+    async (...args: Args) => {
+      try {
+        await action(...args);
+      } catch (error) {
+        process.exitCode = reportError(error, json());
+      }
+    };
+
+  program
+    .command('index')
+    .description('Index every image under DIR (recursively); unchanged files are skipped by content hash.')
+    .argument('<dir>', 'gallery folder')
+    .option('--prune', 'remove entries whose files are gone from DIR')
+    .option('--force', 're-embed every image even when unchanged')
+    .option('--reindex', 'drop the whole store and rebuild it with the current model (after a model change)')
+    .action(
+      run(async (dir: string, options: { prune?: boolean; force?: boolean; reindex?: boolean }) => {
+        const cfg = config();
+        const gallery = await scanGallery(dir, cfg.maxImageBytes);
+        const engine = await openLocalEngine(cfg, { recreateStore: options.reindex === true });
+        try {
+          const bar = progressBar('indexing', !json());
+          bar.start(gallery.items.length);
+          const summary = await engine.indexing.indexAll(gallery.root, gallery.items, {
+            prune: options.prune === true,
+            force: options.force === true,
+            onProgress: (done) => bar.update(done),
+          });
+          bar.stop();
+          const strategy = await engine.store.optimise();
+          const result = {
+            ...summary,
+            ignored: gallery.ignored,
+            model: engine.spec.id,
+            searchStrategy: strategy,
+          };
+          if (json()) printJson(result);
+          else {
+            console.log(
+              `Indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}` +
+                ` (${gallery.items.length} images in ${summary.seconds.toFixed(1)} s, model ${engine.spec.id}, ${strategy} search).`,
+            );
+            for (const failure of summary.failed) console.log(`  failed: ${failure.key}: ${failure.reason}`);
+            if (gallery.ignored > 0) console.log(`  ${gallery.ignored} non-image files ignored.`);
+          }
+          if (summary.failed.length > 0) process.exitCode = 3;
+        } finally {
+          await engine.close();
+        }
+      }),
+    );
+
+  program
+    .command('search')
+    .description('Find the N images most similar to IMAGE (a file), or to an indexed image (--key).')
+    .argument('[image]', 'query image file')
+    .option(
+      '-k, --key <key>',
+      'query by an indexed image key instead of a file (not re-embedded; excluded from results)',
+    )
+    .option('-s, --source <source>', 'gallery folder of --key when the key exists in several')
+    .option('-n, --n <n>', `number of results, ${MIN_RESULTS}..${MAX_RESULTS}`, parseN, DEFAULT_RESULTS)
+    .option('-p, --prefix <prefix>', 'only results whose key starts with this prefix')
+    .addOption(metricOption())
+    .action(
+      run(
+        async (
+          image: string | undefined,
+          options: { key?: string; source?: string; n: number; prefix?: string; metric: DistanceMetric },
+        ) => {
+          if ((image === undefined) === (options.key === undefined)) {
+            throw new InvalidInputError('Give either an image file or --key, not both or neither.', {
+              hint: 'Examples: `ompf search photo.jpg` or `ompf search --key cats/tom.jpg`.',
+            });
+          }
+          const engine = await openLocalEngine(config());
+          try {
+            const searchOptions = { limit: options.n, metric: options.metric, keyPrefix: options.prefix };
+            const hits = image
+              ? await engine.search.searchByImage(await readQueryFile(image), searchOptions)
+              : await engine.search.searchByKey({ key: options.key!, source: options.source }, searchOptions);
+            if (json()) printJson({ model: engine.spec.id, metric: options.metric, hits });
+            else if (hits.length === 0)
+              console.log('No results: the index is empty or nothing matches the prefix.');
+            else
+              console.log(
+                table(
+                  ['#', 'distance', 'score', 'key', 'source'],
+                  hits.map((h, i) => [i + 1, h.distance.toFixed(4), h.score.toFixed(4), h.key, h.source]),
+                ),
+              );
+          } finally {
+            await engine.close();
+          }
+        },
+      ),
+    );
+
+  program
+    .command('eval')
+    .description(
+      'Leave-one-out retrieval quality on a labelled folder (one subfolder per class), in a throw-away store.',
+    )
+    .argument('<dir>', 'labelled folder: DIR/<class>/<image>')
+    .addOption(metricOption())
+    .action(
+      run(async (dir: string, options: { metric: DistanceMetric }) => {
+        const cfg = config();
+        const gallery = await scanGallery(dir, cfg.maxImageBytes);
+        const labelled = gallery.items
+          .filter((item) => item.key.includes('/'))
+          .map((item) => ({ item, label: item.key.slice(0, item.key.indexOf('/')) }));
+        if (labelled.length < 2) {
+          throw new InvalidInputError(`${dir} holds no labelled images.`, {
+            hint: 'Lay images out as DIR/<class>/<image>.',
+          });
+        }
+        const engine = await openLocalEngine(cfg, { ephemeralStore: true });
+        try {
+          const bar = progressBar('embedding', !json());
+          bar.start(labelled.length);
+          const summary = await engine.indexing.indexAll(
+            gallery.root,
+            labelled.map((l) => l.item),
+            {
+              onProgress: (done) => bar.update(done),
+            },
+          );
+          bar.stop();
+          const failed = new Set(summary.failed.map((f) => f.key));
+          const metrics = await evaluateLeaveOneOut(
+            engine.store,
+            gallery.root,
+            labelled.filter((l) => !failed.has(l.item.key)).map((l) => ({ key: l.item.key, label: l.label })),
+            options.metric,
+          );
+          const result = {
+            model: engine.spec.id,
+            metric: options.metric,
+            ...metrics,
+            failed: summary.failed.length,
+            embedSeconds: summary.seconds,
+          };
+          if (json()) printJson(result);
+          else {
+            const pct = (v: number) => v.toFixed(3);
+            console.log(
+              table(
+                [
+                  'model',
+                  'metric',
+                  'images',
+                  'classes',
+                  'Top-1',
+                  'Top-5',
+                  'Top-10',
+                  'P@10',
+                  'mAP',
+                  'query p50 ms',
+                ],
+                [
+                  [
+                    result.model,
+                    result.metric,
+                    result.images,
+                    result.classes,
+                    pct(result.top1),
+                    pct(result.top5),
+                    pct(result.top10),
+                    pct(result.precisionAt10),
+                    pct(result.mAP),
+                    result.queryMsP50,
+                  ],
+                ],
+              ),
+            );
+            if (summary.failed.length > 0)
+              console.log(`${summary.failed.length} images could not be decoded and were left out.`);
+          }
+        } finally {
+          await engine.close();
+        }
+      }),
+    );
+
+  program
+    .command('remove')
+    .description('Remove images from the index by key.')
+    .argument('<keys...>', 'keys to remove')
+    .requiredOption('-s, --source <source>', 'gallery folder (as shown by `ompf stats`)')
+    .action(
+      run(async (keys: string[], options: { source: string }) => {
+        const store = await openStore(config());
+        try {
+          const removed = await store.remove(options.source, keys);
+          if (json()) printJson({ removed, requested: keys.length });
+          else console.log(`Removed ${removed} of ${keys.length}.`);
+          if (removed < keys.length && !json())
+            console.log('  Keys not in the index were ignored; `ompf stats` lists sources.');
+        } finally {
+          await store.close();
+        }
+      }),
+    );
+
+  program
+    .command('stats')
+    .description('What the index holds: model, counts per source, failures.')
+    .option('--failures', 'list every failed image with its reason')
+    .action(
+      run(async (options: { failures?: boolean }) => {
+        const store = await openStore(config());
+        try {
+          const stats = await store.stats();
+          const failures = options.failures ? await store.listFailures() : undefined;
+          if (json()) printJson({ ...stats, ...(failures ? { failureList: failures } : {}) });
+          else {
+            console.log(
+              `model ${stats.modelId} (${stats.dimension}-d), ${stats.engine}, ${stats.searchStrategy} search`,
+            );
+            console.log(`${stats.images} images, ${stats.failures} failed`);
+            if (stats.sources.length > 0)
+              console.log(
+                table(
+                  ['source', 'images'],
+                  stats.sources.map((s) => [s.source, s.images]),
+                ),
+              );
+            for (const f of failures ?? []) console.log(`  failed: ${f.source} ${f.key}: ${f.reason}`);
+          }
+        } finally {
+          await store.close();
+        }
+      }),
+    );
+
+  const models = program.command('models').description('List, download and verify embedding models.');
+  models
+    .command('list')
+    .description('Built-in models and whether each is installed in OMPF_MODELS_DIR.')
+    .action(
+      run(async () => {
+        const cfg = config();
+        const rows = installedModels(cfg.modelsDir).map(({ spec, path, installed }) => ({
+          id: spec.id,
+          dimension: spec.dimension,
+          installed,
+          default: spec.id === cfg.model,
+          path,
+          description: spec.description,
+        }));
+        if (json()) printJson({ modelsDir: cfg.modelsDir, models: rows });
+        else {
+          console.log(`models directory: ${cfg.modelsDir}`);
+          console.log(
+            table(
+              ['model', 'dim', 'installed', 'description'],
+              rows.map((r) => [
+                `${r.id}${r.default ? ' *' : ''}`,
+                r.dimension,
+                r.installed ? 'yes' : 'no',
+                r.description,
+              ]),
+            ),
+          );
+        }
+        await Promise.resolve();
+      }),
+    );
+  models
+    .command('pull')
+    .description('Download a model into OMPF_MODELS_DIR and verify its SHA-256.')
+    .argument('<name>', 'built-in model name or spec .json')
+    .action(
+      run(async (name: string) => {
+        const cfg = config();
+        const spec = resolveModelSpec(name);
+        const bar = progressBar(`downloading ${spec.id}`, !json());
+        const result = await pullModel(spec, cfg.modelsDir, {
+          start: (total) => bar.start(Math.round((total ?? spec.sizeBytes ?? 0) / 1e6)),
+          advance: (() => {
+            let received = 0;
+            return (bytes: number) => bar.update(Math.round((received += bytes) / 1e6));
+          })(),
+          stop: () => bar.stop(),
+        });
+        if (json()) printJson({ model: spec.id, ...result, sha256: spec.sha256 });
+        else
+          console.log(
+            result.alreadyPresent
+              ? `${spec.id} is already installed and verified: ${result.path}`
+              : `Installed ${spec.id}: ${result.path} (sha256 verified)`,
+          );
+      }),
+    );
+  models
+    .command('verify')
+    .description('Check that a model file is present and has the pinned SHA-256.')
+    .argument('[name]', 'model (default: the configured one)')
+    .action(
+      run(async (name: string | undefined) => {
+        const cfg = config();
+        const spec = resolveModelSpec(name ?? cfg.model);
+        readVerifiedModel(spec, cfg.modelsDir);
+        if (json()) printJson({ model: spec.id, verified: true });
+        else console.log(`${spec.id}: OK (sha256 ${spec.sha256})`);
+        await Promise.resolve();
+      }),
+    );
+
+  return program;
+}
+
+async function readQueryFile(path: string): Promise<Uint8Array> {
+  try {
+    return await readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT')
+      throw new NotFoundError(`The file ${path} does not exist.`, { hint: 'Check the path.' });
+    if (code === 'EISDIR') throw new InvalidInputError(`${path} is a folder; give an image file.`);
+    throw error;
+  }
+}
+
+/** Run the CLI; resolves to the exit code. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const program = buildProgram(env);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (error) {
+    const code = (error as { code?: string; exitCode?: number }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help')
+      return 0;
+    if (code?.startsWith('commander.')) return 2;
+    return reportError(error, argv.includes('--json'));
+  }
+  return typeof process.exitCode === 'number' ? process.exitCode : 0;
+}

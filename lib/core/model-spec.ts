@@ -1,0 +1,39 @@
+/**
+ * What the core needs to know about an embedding model. The file itself is the adapters' business;
+ * the core only needs the id (stored with every vector) and the preprocessing contract.
+ */
+export interface PreprocessSpec {
+  /** Shorter side is resized to this before the centre crop (torchvision convention: 256). */
+  readonly resizeShorterTo: number;
+  /** Side of the square centre crop fed to the network (224 for ResNet50 and MobileNetV2). */
+  readonly cropSize: number;
+  /** Per-channel mean and std in RGB order, applied after scaling to [0,1]. */
+  readonly mean: readonly [number, number, number];
+  readonly std: readonly [number, number, number];
+}
+
+export interface ModelSpec {
+  /** Stable id stored with every embedding. Two different ids are never compared. */
+  readonly id: string;
+  readonly description: string;
+  /** File name inside the models directory, or an absolute path (custom specs). */
+  readonly file: string;
+  readonly sha256: string;
+  readonly sizeBytes?: number;
+  /** Download locations, tried in order by `ompf models pull`. */
+  readonly urls: readonly string[];
+  /** Graph input name; the first graph input when absent. */
+  readonly inputName?: string;
+  /** Tensor holding the pooled features that feed the classifier; found automatically when absent. */
+  readonly featureTensor?: string;
+  /** Embedding dimension; checked against the model at load. */
+  readonly dimension: number;
+  readonly preprocess: PreprocessSpec;
+}
+
+export const IMAGENET_PREPROCESS: PreprocessSpec = {
+  resizeShorterTo: 256,
+  cropSize: 224,
+  mean: [0.485, 0.456, 0.406],
+  std: [0.229, 0.224, 0.225],
+};

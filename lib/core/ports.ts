@@ -1,0 +1,103 @@
+/**
+ * Ports: the only ways the core talks to the outside world. Adapters (sharp, onnxruntime, PostgreSQL,
+ * PGlite, S3, the file system) implement them; a composition root per runtime picks the adapters.
+ */
+
+/** An image decoded and preprocessed into the network's input layout. */
+export interface PreparedImage {
+  /** NCHW float32 for one image: 3 x crop x crop, normalised. */
+  readonly tensor: Float32Array;
+  /** Size of the decoded image after EXIF orientation, before resizing. */
+  readonly width: number;
+  readonly height: number;
+}
+
+export interface ImagePreprocessor {
+  /**
+   * Decode and preprocess. Throws UnsupportedImageError for bytes that are not a decodable image
+   * and TooLargeError for images over the pixel or byte limit.
+   */
+  prepare(bytes: Uint8Array): Promise<PreparedImage>;
+}
+
+export interface Embedder {
+  readonly modelId: string;
+  readonly dimension: number;
+  /** One L2-normalised vector per input, in input order. */
+  embed(images: readonly PreparedImage[]): Promise<Float32Array[]>;
+}
+
+export type DistanceMetric = 'cosine' | 'euclidean';
+
+export interface StoredImage {
+  readonly source: string;
+  readonly key: string;
+  readonly contentHash: string;
+  readonly etag?: string | undefined;
+  readonly versionId?: string | undefined;
+  readonly sequencer?: string | undefined;
+  readonly width: number;
+  readonly height: number;
+  readonly bytes: number;
+}
+
+export interface ImageRecord extends StoredImage {
+  readonly embedding: Float32Array;
+}
+
+export interface NearestQuery {
+  readonly vector: Float32Array;
+  readonly limit: number;
+  readonly metric: DistanceMetric;
+  readonly keyPrefix?: string | undefined;
+  /** Leave this image out of the results (query by an indexed image). */
+  readonly exclude?: { readonly source: string; readonly key: string } | undefined;
+}
+
+export interface Neighbour {
+  readonly source: string;
+  readonly key: string;
+  readonly distance: number;
+}
+
+export interface IndexFailure {
+  readonly source: string;
+  readonly key: string;
+  readonly reason: string;
+  readonly failedAt: Date;
+}
+
+export interface StoreStats {
+  readonly modelId: string;
+  readonly dimension: number;
+  readonly images: number;
+  readonly failures: number;
+  readonly sources: readonly { readonly source: string; readonly images: number }[];
+  readonly engine: string;
+  readonly searchStrategy: 'exact' | 'hnsw';
+}
+
+/**
+ * A vector store bound to one model. Opening a store with another model than the one it was built
+ * with fails with ModelMismatchError.
+ */
+export interface VectorStore {
+  readonly modelId: string;
+  readonly dimension: number;
+  /** Idempotent insert-or-replace keyed on (source, key). Clears any failure recorded for the key. */
+  upsertMany(records: readonly ImageRecord[]): Promise<void>;
+  /** Content hashes of the given keys already stored, for skipping unchanged files. */
+  contentHashes(source: string, keys: readonly string[]): Promise<Map<string, string>>;
+  listKeys(source: string): Promise<string[]>;
+  getEmbedding(source: string, key: string): Promise<Float32Array | undefined>;
+  /** Source(s) holding `key`, for queries by key that do not name a source. */
+  findSources(key: string): Promise<string[]>;
+  remove(source: string, keys: readonly string[]): Promise<number>;
+  nearest(query: NearestQuery): Promise<Neighbour[]>;
+  recordFailure(source: string, key: string, reason: string): Promise<void>;
+  listFailures(source?: string): Promise<IndexFailure[]>;
+  /** Build or drop the ANN index to suit the current size and engine; call after bulk loads. */
+  optimise(): Promise<'exact' | 'hnsw'>;
+  stats(): Promise<StoreStats>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,133 @@
+import { InvalidInputError, ModelMismatchError, NotFoundError } from './errors';
+import type { DistanceMetric, Embedder, ImagePreprocessor, Neighbour, VectorStore } from './ports';
+
+export const MIN_RESULTS = 1;
+export const MAX_RESULTS = 100;
+export const DEFAULT_RESULTS = 10;
+/** S3's own key limit; longer prefixes or keys cannot exist. */
+export const MAX_KEY_BYTES = 1024;
+
+export interface SearchOptions {
+  readonly limit?: number | undefined;
+  readonly metric?: DistanceMetric | undefined;
+  readonly keyPrefix?: string | undefined;
+}
+
+export interface SearchHit extends Neighbour {
+  /** 1 for an identical image, 0 for the opposite direction: 1 - cosineDistance / 2. */
+  readonly score: number;
+}
+
+export interface ImageRef {
+  readonly key: string;
+  /** The bucket or gallery root; may be left out when the key is unique across sources. */
+  readonly source?: string | undefined;
+}
+
+interface ValidSearchOptions {
+  readonly limit: number;
+  readonly metric: DistanceMetric;
+  readonly keyPrefix: string | undefined;
+}
+
+/** Validate before any work: a bad N or prefix never costs an embedding or a query. */
+export function validateSearchOptions(options: SearchOptions): ValidSearchOptions {
+  const limit = options.limit ?? DEFAULT_RESULTS;
+  if (!Number.isInteger(limit) || limit < MIN_RESULTS || limit > MAX_RESULTS) {
+    throw new InvalidInputError(
+      `N must be a whole number from ${MIN_RESULTS} to ${MAX_RESULTS}; got ${String(limit)}.`,
+      {
+        hint: `Ask for between ${MIN_RESULTS} and ${MAX_RESULTS} results.`,
+        context: { n: limit },
+      },
+    );
+  }
+  const metric = options.metric ?? 'cosine';
+  if (metric !== 'cosine' && metric !== 'euclidean') {
+    throw new InvalidInputError(`Unknown distance metric '${String(metric)}'.`, {
+      hint: "Use 'cosine' or 'euclidean'.",
+    });
+  }
+  if (options.keyPrefix !== undefined) validateKey(options.keyPrefix, 'prefix', { allowEmpty: true });
+  return { limit, metric, keyPrefix: options.keyPrefix || undefined };
+}
+
+export function validateKey(key: string, what = 'key', { allowEmpty = false } = {}): void {
+  if (typeof key !== 'string' || (!allowEmpty && key.length === 0)) {
+    throw new InvalidInputError(`The ${what} must be a non-empty string.`);
+  }
+  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) {
+    throw new InvalidInputError(`The ${what} is longer than ${MAX_KEY_BYTES} bytes.`, {
+      context: { bytes: Buffer.byteLength(key, 'utf8') },
+    });
+  }
+  if (key.includes('\u0000')) throw new InvalidInputError(`The ${what} contains a NUL character.`);
+}
+
+/** Top-N nearest images, by an image or by an image already in the index. */
+export class SearchService {
+  constructor(
+    private readonly store: VectorStore,
+    private readonly embedder: Embedder,
+    private readonly preprocessor: ImagePreprocessor,
+  ) {
+    if (embedder.modelId !== store.modelId) {
+      throw new ModelMismatchError(
+        `The store holds '${store.modelId}' vectors but the query model is '${embedder.modelId}'.`,
+        { hint: `Query with --model ${store.modelId}, or re-index with \`ompf index DIR --reindex\`.` },
+      );
+    }
+  }
+
+  async searchByImage(bytes: Uint8Array, options: SearchOptions = {}): Promise<SearchHit[]> {
+    const valid = validateSearchOptions(options);
+    const image = await this.preprocessor.prepare(bytes);
+    const [vector] = await this.embedder.embed([image]);
+    if (!vector) throw new Error('The embedder returned no vector.');
+    return this.nearest(vector, valid, undefined);
+  }
+
+  /** Uses the stored vector (no re-embedding) and leaves the image itself out of the results. */
+  async searchByKey(ref: ImageRef, options: SearchOptions = {}): Promise<SearchHit[]> {
+    const valid = validateSearchOptions(options);
+    validateKey(ref.key);
+    const source = ref.source ?? (await this.uniqueSource(ref.key));
+    const vector = await this.store.getEmbedding(source, ref.key);
+    if (!vector) throw notIndexed(ref.key);
+    return this.nearest(vector, valid, { source, key: ref.key });
+  }
+
+  private async uniqueSource(key: string): Promise<string> {
+    const sources = await this.store.findSources(key);
+    if (sources.length === 0) throw notIndexed(key);
+    if (sources.length > 1) {
+      throw new InvalidInputError(`The key '${key}' exists in ${sources.length} sources; name one.`, {
+        hint: 'Pass the source (bucket or gallery folder) with the key.',
+        context: { sources },
+      });
+    }
+    return sources[0]!;
+  }
+
+  private async nearest(
+    vector: Float32Array,
+    options: ValidSearchOptions,
+    exclude: { source: string; key: string } | undefined,
+  ): Promise<SearchHit[]> {
+    const neighbours = await this.store.nearest({ vector, ...options, exclude });
+    return neighbours.map((n) => ({ ...n, score: scoreOf(n.distance, options.metric) }));
+  }
+}
+
+/** Map a distance between unit vectors to 0..1 (1 = identical). */
+export function scoreOf(distance: number, metric: DistanceMetric): number {
+  const cosineDistance = metric === 'euclidean' ? (distance * distance) / 2 : distance;
+  return Math.min(1, Math.max(0, 1 - cosineDistance / 2));
+}
+
+function notIndexed(key: string): NotFoundError {
+  return new NotFoundError(`No indexed image has the key '${key}'.`, {
+    hint: 'Check the key (keys are paths relative to the gallery root), or index the image first.',
+    context: { key },
+  });
+}

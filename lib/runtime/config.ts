@@ -1,0 +1,72 @@
+import { join } from 'node:path';
+import envPaths from 'env-paths';
+import { z } from 'zod';
+import { ConfigError } from '../core/errors';
+
+const paths = envPaths('ompf', { suffix: '' });
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** Every environment variable ompf reads, in one place, validated once at start. */
+const envSchema = z.object({
+  OMPF_MODELS_DIR: z.string().min(1).default(join(paths.cache, 'models')),
+  OMPF_MODEL: z.string().min(1).default('resnet50'),
+  OMPF_DATA_DIR: z.string().min(1).default(join(paths.data, 'store')),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  OMPF_MAX_IMAGE_BYTES: integer(1, 2 ** 31).default(50 * 1024 * 1024),
+  OMPF_MAX_PIXELS: integer(1, 1_000_000_000).default(100_000_000),
+  OMPF_THREADS: integer(0, 256).default(0),
+  OMPF_BATCH_SIZE: integer(1, 256).default(8),
+  OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
+  OMPF_INDEX_BUILD_MEMORY: z
+    .string()
+    .regex(/^\d+(kB|MB|GB)$/, "a PostgreSQL memory size such as '512MB'")
+    .default('512MB'),
+});
+
+export interface Config {
+  readonly modelsDir: string;
+  readonly model: string;
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly maxImageBytes: number;
+  readonly maxPixels: number;
+  readonly threads: number;
+  readonly batchSize: number;
+  readonly hnswMinRows: number;
+  readonly indexBuildMemory: string;
+}
+
+/** Read and validate configuration once; every bad variable is reported in one error. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  // Empty strings mean "unset" (a common way to blank a variable in shells and .env files).
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`Invalid configuration: ${problems.join('; ')}.`, {
+      hint: 'Fix or unset the variables listed; see "Configuration" in the README.',
+      context: { problems },
+    });
+  }
+  const e = parsed.data;
+  const config: Config = {
+    modelsDir: e.OMPF_MODELS_DIR,
+    model: e.OMPF_MODEL,
+    dataDir: e.OMPF_DATA_DIR,
+    databaseUrl: e.DATABASE_URL,
+    maxImageBytes: e.OMPF_MAX_IMAGE_BYTES,
+    maxPixels: e.OMPF_MAX_PIXELS,
+    threads: e.OMPF_THREADS,
+    batchSize: e.OMPF_BATCH_SIZE,
+    hnswMinRows: e.OMPF_HNSW_MIN_ROWS,
+    indexBuildMemory: e.OMPF_INDEX_BUILD_MEMORY,
+  };
+  const defined = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
+  return { ...config, ...defined };
+}

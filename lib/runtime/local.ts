@@ -1,0 +1,101 @@
+import type { Config } from './config';
+import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
+import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-registry';
+import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
+import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
+import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
+import { IndexingService } from '../core/indexing';
+import type { ModelSpec } from '../core/model-spec';
+import { SearchService } from '../core/search';
+
+/**
+ * The composition root for one machine (CLI, local server): the only place that picks adapters.
+ * PGlite in OMPF_DATA_DIR by default; PostgreSQL when DATABASE_URL is set.
+ */
+export interface LocalEngine {
+  readonly config: Config;
+  readonly spec: ModelSpec;
+  readonly store: PgVectorStore;
+  readonly embedder: OnnxEmbedder;
+  readonly preprocessor: SharpImagePreprocessor;
+  readonly search: SearchService;
+  readonly indexing: IndexingService;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Drop the store and recreate it for the configured model. */
+  readonly recreateStore?: boolean;
+  /** An in-memory PGlite store that vanishes at close (evaluation runs). */
+  readonly ephemeralStore?: boolean;
+}
+
+const embedders = new Map<string, Promise<OnnxEmbedder>>();
+
+/** One onnxruntime session per model per process: creating one costs hundreds of milliseconds. */
+export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmbedder> {
+  const cacheKey = `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`;
+  let embedder = embedders.get(cacheKey);
+  if (!embedder) {
+    embedder = Promise.resolve().then(() =>
+      OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir), {
+        threads: config.threads,
+        batchSize: config.batchSize,
+      }),
+    );
+    embedder.catch(() => embedders.delete(cacheKey));
+    embedders.set(cacheKey, embedder);
+  }
+  return embedder;
+}
+
+export async function openSqlClient(config: Config, ephemeral = false): Promise<SqlClient> {
+  if (ephemeral) return PgliteSqlClient.open(undefined);
+  return config.databaseUrl
+    ? PostgresSqlClient.connect(config.databaseUrl)
+    : PgliteSqlClient.open(config.dataDir);
+}
+
+export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
+  return {
+    modelId: spec.id,
+    dimension: spec.dimension,
+    hnswMinRows: config.hnswMinRows,
+    indexBuildMemory: config.indexBuildMemory,
+  };
+}
+
+/** Open only the store (no model file needed): stats, remove, failures. */
+export async function openStore(config: Config, options: OpenOptions = {}): Promise<PgVectorStore> {
+  const spec = resolveModelSpec(config.model);
+  const client = await openSqlClient(config, options.ephemeralStore);
+  try {
+    return options.recreateStore
+      ? await PgVectorStore.recreate(client, storeOptions(spec, config))
+      : await PgVectorStore.open(client, storeOptions(spec, config));
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+}
+
+export async function openLocalEngine(config: Config, options: OpenOptions = {}): Promise<LocalEngine> {
+  const spec = resolveModelSpec(config.model);
+  // The model first: a missing or altered file fails before any store is created for it.
+  const embedder = await sharedEmbedder(spec, config);
+  const store = await openStore(config, options);
+  const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
+    maxBytes: config.maxImageBytes,
+    maxPixels: config.maxPixels,
+  });
+  return {
+    config,
+    spec,
+    store,
+    embedder,
+    preprocessor,
+    search: new SearchService(store, embedder, preprocessor),
+    indexing: new IndexingService(store, embedder, preprocessor, { batchSize: config.batchSize }),
+    close: () => store.close(),
+  };
+}
