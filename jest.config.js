@@ -1,11 +1,11 @@
 /** @type {import('jest').Config} */
 module.exports = {
-  testEnvironment: 'node',
+  testEnvironment: '<rootDir>/test/helpers/native-realm-environment.js',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: {
-    // isolatedModules: type-checking is `npm run check`'s job; jest only strips types (much faster).
-    '^.+\\.ts$': ['ts-jest', { isolatedModules: true, tsconfig: 'tsconfig.json' }],
+    // With isolatedModules (tsconfig.json) ts-jest only strips types: type-checking is `npm run check`'s job.
+    '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }],
   },
   // Model loading, PGlite start-up and whole-gallery evaluation take seconds, not milliseconds.
   testTimeout: 120_000,

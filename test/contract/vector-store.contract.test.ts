@@ -1,0 +1,222 @@
+import { PgVectorStore, type StoreOptions } from '../../lib/adapters/store/pg-vector-store';
+import { migrate } from '../../lib/adapters/store/migrator';
+import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
+import { InvalidInputError, ModelMismatchError } from '../../lib/core/errors';
+import type { ImageRecord } from '../../lib/core/ports';
+import { l2Normalise } from '../../lib/core/vectors';
+import { TEST_DATABASE_URL } from '../helpers/shared';
+
+/**
+ * One contract, every engine: the same scenarios run on the embedded PGlite (always) and on a real
+ * PostgreSQL + pgvector server when OMPF_TEST_DATABASE_URL is set (.ci/run starts one).
+ */
+interface Engine {
+  readonly name: string;
+  connect(): Promise<SqlClient>;
+}
+
+const runId = `ompf_contract_${process.pid}_${Date.now()}`;
+const engines: Engine[] = [{ name: 'PGlite', connect: () => PgliteSqlClient.open(undefined) }];
+if (TEST_DATABASE_URL) {
+  engines.push({
+    name: 'PostgreSQL',
+    connect: async () => {
+      // A schema of our own per run, so parallel or earlier runs never see each other's tables.
+      const admin = PostgresSqlClient.connect(TEST_DATABASE_URL);
+      await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${runId}`);
+      await admin.close();
+      const url = new URL(TEST_DATABASE_URL);
+      url.searchParams.set('options', `-c search_path=${runId},public`);
+      return PostgresSqlClient.connect(url.toString());
+    },
+  });
+} else if (process.env.CI) {
+  test('PostgreSQL contract suite: OMPF_TEST_DATABASE_URL must be set in CI', () => {
+    throw new Error('CI must run the contract suite on PostgreSQL too: .ci/run starts one and sets OMPF_TEST_DATABASE_URL.');
+  });
+} else {
+  test.skip('PostgreSQL contract suite (set OMPF_TEST_DATABASE_URL to run it; .ci/run does)', () => undefined);
+}
+
+const DIM = 8;
+const options: StoreOptions = { modelId: 'test-model', dimension: DIM, hnswMinRows: 1_000_000, indexBuildMemory: '64MB' };
+
+/** A unit vector pointing mostly along axis `axis`, tilted by `tilt` towards axis+1. */
+function direction(axis: number, tilt = 0): Float32Array {
+  const v = new Float32Array(DIM);
+  v[axis % DIM] = 1;
+  v[(axis + 1) % DIM] = tilt;
+  return l2Normalise(v);
+}
+
+function record(key: string, embedding: Float32Array, overrides: Partial<ImageRecord> = {}): ImageRecord {
+  return { source: 'gallery', key, contentHash: `hash-${key}`, width: 10, height: 10, bytes: 100, embedding, ...overrides };
+}
+
+describe.each(engines)('vector store contract on $name', (engine) => {
+  let client: SqlClient;
+  let store: PgVectorStore;
+
+  beforeAll(async () => {
+    client = await engine.connect();
+  });
+  beforeEach(async () => {
+    store = await PgVectorStore.recreate(client, options);
+  });
+  afterAll(async () => {
+    if (client.engine === 'postgresql') await client.exec(`DROP SCHEMA IF EXISTS ${runId} CASCADE`);
+    await client.close();
+  });
+
+  it('applies the migrations once and records them; opening again applies nothing', async () => {
+    const versions = await client.query<{ version: number }>('SELECT version FROM ompf_migrations ORDER BY version');
+    expect(versions.map((v) => v.version)).toEqual([1]);
+    await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
+    await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
+  });
+
+  it('stores embeddings as halfvec(D) with the model id, unique per (source, key)', async () => {
+    const [column] = await client.query<{ type: string }>(
+      "SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = 'images'::regclass AND attname = 'embedding'",
+    );
+    expect(column?.type).toBe(`halfvec(${DIM})`);
+    await store.upsertMany([record('a.jpg', direction(0))]);
+    const [row] = await client.query<{ model_id: string }>('SELECT model_id FROM images');
+    expect(row?.model_id).toBe('test-model');
+  });
+
+  it('returns the N nearest by cosine distance, nearest first, with distances', async () => {
+    // Prepare
+    await store.upsertMany([
+      record('far.jpg', direction(4)),
+      record('near.jpg', direction(0, 0.1)),
+      record('middle.jpg', direction(0, 0.8)),
+    ]);
+    // Act
+    const hits = await store.nearest({ vector: direction(0), limit: 2, metric: 'cosine' });
+    // Assess
+    expect(hits.map((h) => h.key)).toEqual(['near.jpg', 'middle.jpg']);
+    expect(hits[0]!.distance).toBeCloseTo(1 - 1 / Math.sqrt(1.01), 3);
+    expect(hits[0]!.distance).toBeLessThan(hits[1]!.distance);
+  });
+
+  it('reports Euclidean distance on request, ranking as cosine does on unit vectors', async () => {
+    await store.upsertMany([record('near.jpg', direction(0, 0.1)), record('far.jpg', direction(3))]);
+    const hits = await store.nearest({ vector: direction(0), limit: 2, metric: 'euclidean' });
+    expect(hits.map((h) => h.key)).toEqual(['near.jpg', 'far.jpg']);
+    expect(hits[1]!.distance).toBeCloseTo(Math.SQRT2, 2); // orthogonal unit vectors
+  });
+
+  it('orders ties deterministically by source then key', async () => {
+    const same = direction(2);
+    await store.upsertMany([record('c.jpg', same), record('a.jpg', same), record('b.jpg', same, { source: 'another' })]);
+    const hits = await store.nearest({ vector: same, limit: 3, metric: 'cosine' });
+    expect(hits.map((h) => `${h.source}/${h.key}`)).toEqual(['another/b.jpg', 'gallery/a.jpg', 'gallery/c.jpg']);
+  });
+
+  it('filters by key prefix and still returns N rows when N exist', async () => {
+    // Prepare: 40 cats close to the query, 5 dogs far from it.
+    const cats = Array.from({ length: 40 }, (_, i) => record(`cats/${i}.jpg`, direction(0, i / 100)));
+    const dogs = Array.from({ length: 5 }, (_, i) => record(`dogs/${i}.jpg`, direction(5, i / 10)));
+    await store.upsertMany([...cats, ...dogs]);
+    // Act
+    const hits = await store.nearest({ vector: direction(0), limit: 5, metric: 'cosine', keyPrefix: 'dogs/' });
+    // Assess
+    expect(hits).toHaveLength(5);
+    expect(hits.every((h) => h.key.startsWith('dogs/'))).toBe(true);
+  });
+
+  it('treats LIKE wildcards and quotes in a prefix literally (SQL-injection-looking input is data)', async () => {
+    await store.upsertMany([
+      record("100%_off/it's.jpg", direction(0)),
+      record('100xxoff/other.jpg', direction(0)),
+      record("x'; DROP TABLE images; --", direction(1)),
+    ]);
+    const hits = await store.nearest({ vector: direction(0), limit: 10, metric: 'cosine', keyPrefix: '100%_' });
+    expect(hits.map((h) => h.key)).toEqual(["100%_off/it's.jpg"]);
+    expect(await store.listKeys('gallery')).toContain("x'; DROP TABLE images; --");
+  });
+
+  it('leaves out the excluded image (query by an indexed image)', async () => {
+    await store.upsertMany([record('self.jpg', direction(0)), record('other.jpg', direction(0, 0.5))]);
+    const hits = await store.nearest({
+      vector: direction(0),
+      limit: 10,
+      metric: 'cosine',
+      exclude: { source: 'gallery', key: 'self.jpg' },
+    });
+    expect(hits.map((h) => h.key)).toEqual(['other.jpg']);
+  });
+
+  it('upserts idempotently: a repeated or changed key replaces its row, never duplicates it', async () => {
+    await store.upsertMany([record('a.jpg', direction(0))]);
+    await store.upsertMany([record('a.jpg', direction(0))]);
+    await store.upsertMany([record('a.jpg', direction(3), { contentHash: 'v2' }), record('a.jpg', direction(4), { contentHash: 'v3' })]);
+    expect(await store.listKeys('gallery')).toEqual(['a.jpg']);
+    expect(await store.contentHashes('gallery', ['a.jpg', 'missing.jpg'])).toEqual(new Map([['a.jpg', 'v3']]));
+    const [hit] = await store.nearest({ vector: direction(4), limit: 1, metric: 'cosine' });
+    expect(hit?.distance).toBeCloseTo(0, 3);
+  });
+
+  it('round-trips an embedding at half precision', async () => {
+    const vector = l2Normalise(Float32Array.from({ length: DIM }, (_, i) => Math.sin(i + 1)));
+    await store.upsertMany([record('a.jpg', vector)]);
+    const stored = await store.getEmbedding('gallery', 'a.jpg');
+    stored!.forEach((value, i) => expect(value).toBeCloseTo(vector[i]!, 3));
+    expect(await store.getEmbedding('gallery', 'missing.jpg')).toBeUndefined();
+    expect(await store.findSources('a.jpg')).toEqual(['gallery']);
+  });
+
+  it('removes keys and reports how many were removed', async () => {
+    await store.upsertMany([record('a.jpg', direction(0)), record('b.jpg', direction(1))]);
+    await expect(store.remove('gallery', ['a.jpg', 'never-indexed.jpg'])).resolves.toBe(1);
+    expect(await store.listKeys('gallery')).toEqual(['b.jpg']);
+  });
+
+  it('records failures with their reason, and clears them once the key indexes', async () => {
+    await store.recordFailure('gallery', 'bad.jpg', 'The image could not be decoded');
+    await store.recordFailure('gallery', 'bad.jpg', 'still broken');
+    expect((await store.listFailures()).map((f) => [f.key, f.reason])).toEqual([['bad.jpg', 'still broken']]);
+    expect((await store.stats()).failures).toBe(1);
+    await store.upsertMany([record('bad.jpg', direction(0))]);
+    expect(await store.listFailures()).toEqual([]);
+  });
+
+  it('refuses a vector of the wrong dimension and one holding NaN', async () => {
+    await expect(store.upsertMany([record('a.jpg', new Float32Array(DIM + 1))])).rejects.toBeInstanceOf(InvalidInputError);
+    await expect(store.nearest({ vector: new Float32Array(3), limit: 1, metric: 'cosine' })).rejects.toThrow(/3-d vector .* 8-d store/);
+    const nan = direction(0);
+    nan[2] = Number.NaN;
+    await expect(store.upsertMany([record('a.jpg', nan)])).rejects.toThrow(/NaN/);
+    expect(await store.listKeys('gallery')).toEqual([]);
+  });
+
+  it('refuses to open with another model and says how to re-index; recreate switches models', async () => {
+    await store.upsertMany([record('a.jpg', direction(0))]);
+    const other = { ...options, modelId: 'other-model', dimension: 16 };
+    await expect(PgVectorStore.open(client, other)).rejects.toBeInstanceOf(ModelMismatchError);
+    await expect(PgVectorStore.open(client, other)).rejects.toThrow(/built with model 'test-model' \(8-d\)/);
+    // The refusal loses nothing.
+    expect(await store.listKeys('gallery')).toEqual(['a.jpg']);
+    const rebuilt = await PgVectorStore.recreate(client, other);
+    expect((await rebuilt.stats()).modelId).toBe('other-model');
+    expect(await rebuilt.listKeys('gallery')).toEqual([]);
+  });
+
+  it('chooses its search strategy by engine and size after a bulk load', async () => {
+    // Prepare: a threshold of 30 rows, then 60 rows.
+    const small = await PgVectorStore.recreate(client, { ...options, hnswMinRows: 30 });
+    await small.upsertMany(Array.from({ length: 60 }, (_, i) => record(`k/${String(i).padStart(2, '0')}.jpg`, direction(i % DIM, (i % 7) / 10))));
+    // Act
+    const strategy = await small.optimise();
+    // Assess: PGlite always searches exactly (HNSW builds there are ~30x slower than native);
+    // PostgreSQL builds HNSW once the threshold is passed, and results stay right, filters included.
+    expect(strategy).toBe(client.engine === 'postgresql' ? 'hnsw' : 'exact');
+    expect((await small.stats()).searchStrategy).toBe(strategy);
+    const hits = await small.nearest({ vector: direction(3), limit: 5, metric: 'cosine' });
+    expect(hits[0]!.key).toBe('k/35.jpg'); // axis 3 with no tilt
+    const filtered = await small.nearest({ vector: direction(3), limit: 4, metric: 'cosine', keyPrefix: 'k/5' });
+    expect(filtered).toHaveLength(4);
+    expect(filtered.every((h) => h.key.startsWith('k/5'))).toBe(true);
+  });
+});
