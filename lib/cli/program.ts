@@ -33,8 +33,16 @@ const metricOption = () =>
     .choices(['cosine', 'euclidean'])
     .default('cosine');
 
+function say(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
 /** Build the `ompf` command tree. Each action is thin: parse, call the core, print. */
-export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
+export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
+  program: Command;
+  exitCode: () => number;
+} {
+  let exitCode = 0;
   const program = new Command('ompf')
     .description(
       'Image similarity search: index a folder of images, then find the most similar ones to a picture.',
@@ -55,7 +63,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
       try {
         await action(...args);
       } catch (error) {
-        process.exitCode = reportError(error, json());
+        exitCode = reportError(error, json());
       }
     };
 
@@ -89,14 +97,15 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
           };
           if (json()) printJson(result);
           else {
-            console.log(
+            say(
               `Indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}` +
                 ` (${gallery.items.length} images in ${summary.seconds.toFixed(1)} s, model ${engine.spec.id}, ${strategy} search).`,
             );
-            for (const failure of summary.failed) console.log(`  failed: ${failure.key}: ${failure.reason}`);
-            if (gallery.ignored > 0) console.log(`  ${gallery.ignored} non-image files ignored.`);
+            for (const failure of summary.failed) say(`  failed: ${failure.key}: ${failure.reason}`);
+            if (gallery.ignored > 0) say(`  ${gallery.ignored} non-image files ignored.`);
           }
-          if (summary.failed.length > 0) process.exitCode = 3;
+          // Exit 3: the run completed but some images failed (listed above / in the JSON).
+          if (summary.failed.length > 0) exitCode = 3;
         } finally {
           await engine.close();
         }
@@ -126,17 +135,18 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
               hint: 'Examples: `ompf search photo.jpg` or `ompf search --key cats/tom.jpg`.',
             });
           }
+          // Read the query first: a wrong path fails before the model and store are opened.
+          const query = image === undefined ? undefined : await readQueryFile(image);
           const engine = await openLocalEngine(config());
           try {
             const searchOptions = { limit: options.n, metric: options.metric, keyPrefix: options.prefix };
-            const hits = image
-              ? await engine.search.searchByImage(await readQueryFile(image), searchOptions)
+            const hits = query
+              ? await engine.search.searchByImage(query, searchOptions)
               : await engine.search.searchByKey({ key: options.key!, source: options.source }, searchOptions);
             if (json()) printJson({ model: engine.spec.id, metric: options.metric, hits });
-            else if (hits.length === 0)
-              console.log('No results: the index is empty or nothing matches the prefix.');
+            else if (hits.length === 0) say('No results: the index is empty or nothing matches the prefix.');
             else
-              console.log(
+              say(
                 table(
                   ['#', 'distance', 'score', 'key', 'source'],
                   hits.map((h, i) => [i + 1, h.distance.toFixed(4), h.score.toFixed(4), h.key, h.source]),
@@ -197,7 +207,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
           if (json()) printJson(result);
           else {
             const pct = (v: number) => v.toFixed(3);
-            console.log(
+            say(
               table(
                 [
                   'model',
@@ -228,7 +238,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
               ),
             );
             if (summary.failed.length > 0)
-              console.log(`${summary.failed.length} images could not be decoded and were left out.`);
+              say(`${summary.failed.length} images could not be decoded and were left out.`);
           }
         } finally {
           await engine.close();
@@ -247,9 +257,9 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         try {
           const removed = await store.remove(options.source, keys);
           if (json()) printJson({ removed, requested: keys.length });
-          else console.log(`Removed ${removed} of ${keys.length}.`);
+          else say(`Removed ${removed} of ${keys.length}.`);
           if (removed < keys.length && !json())
-            console.log('  Keys not in the index were ignored; `ompf stats` lists sources.');
+            say('  Keys not in the index were ignored; `ompf stats` lists sources.');
         } finally {
           await store.close();
         }
@@ -268,18 +278,18 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
           const failures = options.failures ? await store.listFailures() : undefined;
           if (json()) printJson({ ...stats, ...(failures ? { failureList: failures } : {}) });
           else {
-            console.log(
+            say(
               `model ${stats.modelId} (${stats.dimension}-d), ${stats.engine}, ${stats.searchStrategy} search`,
             );
-            console.log(`${stats.images} images, ${stats.failures} failed`);
+            say(`${stats.images} images, ${stats.failures} failed`);
             if (stats.sources.length > 0)
-              console.log(
+              say(
                 table(
                   ['source', 'images'],
                   stats.sources.map((s) => [s.source, s.images]),
                 ),
               );
-            for (const f of failures ?? []) console.log(`  failed: ${f.source} ${f.key}: ${f.reason}`);
+            for (const f of failures ?? []) say(`  failed: ${f.source} ${f.key}: ${f.reason}`);
           }
         } finally {
           await store.close();
@@ -304,8 +314,8 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         }));
         if (json()) printJson({ modelsDir: cfg.modelsDir, models: rows });
         else {
-          console.log(`models directory: ${cfg.modelsDir}`);
-          console.log(
+          say(`models directory: ${cfg.modelsDir}`);
+          say(
             table(
               ['model', 'dim', 'installed', 'description'],
               rows.map((r) => [
@@ -339,7 +349,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         });
         if (json()) printJson({ model: spec.id, ...result, sha256: spec.sha256 });
         else
-          console.log(
+          say(
             result.alreadyPresent
               ? `${spec.id} is already installed and verified: ${result.path}`
               : `Installed ${spec.id}: ${result.path} (sha256 verified)`,
@@ -356,12 +366,12 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         const spec = resolveModelSpec(name ?? cfg.model);
         readVerifiedModel(spec, cfg.modelsDir);
         if (json()) printJson({ model: spec.id, verified: true });
-        else console.log(`${spec.id}: OK (sha256 ${spec.sha256})`);
+        else say(`${spec.id}: OK (sha256 ${spec.sha256})`);
         await Promise.resolve();
       }),
     );
 
-  return program;
+  return { program, exitCode: () => exitCode };
 }
 
 async function readQueryFile(path: string): Promise<Uint8Array> {
@@ -378,7 +388,7 @@ async function readQueryFile(path: string): Promise<Uint8Array> {
 
 /** Run the CLI; resolves to the exit code. */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const program = buildProgram(env);
+  const { program, exitCode } = buildProgram(env);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (error) {
@@ -388,5 +398,5 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     if (code?.startsWith('commander.')) return 2;
     return reportError(error, argv.includes('--json'));
   }
-  return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  return exitCode();
 }

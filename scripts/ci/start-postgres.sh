@@ -172,8 +172,16 @@ synchronous_commit = off
 full_page_writes = off
 CONF
     log "starting server on ${HOST}:${PORT}"
-    as_pg "$PG_BIN/pg_ctl" -D "$DATADIR" -l "$DATADIR/server.log" -w -t 60 start >&2 \
-      || { cat "$DATADIR/server.log" >&2 || true; die "pg_ctl start failed"; }
+    # The postmaster must not inherit fd 3 (the caller's stdout, e.g. the pipe
+    # of `URL=$(start-postgres.sh)`) or any other pipe of the caller's, or the
+    # caller would wait for EOF forever. Close every fd above 2 in a subshell.
+    (
+      for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        if [[ $fd -gt 2 ]]; then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+      done
+      as_pg "$PG_BIN/pg_ctl" -D "$DATADIR" -l "$DATADIR/server.log" -w -t 60 start >&2
+    ) || { cat "$DATADIR/server.log" >&2 || true; die "pg_ctl start failed"; }
   fi
   for _ in $(seq 1 60); do ready && break; sleep 0.5; done
   ready || die "server on ${HOST}:${PORT} not ready after 30s"

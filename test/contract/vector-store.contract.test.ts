@@ -17,29 +17,38 @@ interface Engine {
 
 const runId = `ompf_contract_${process.pid}_${Date.now()}`;
 const engines: Engine[] = [{ name: 'PGlite', connect: () => PgliteSqlClient.open(undefined) }];
-if (TEST_DATABASE_URL) {
+const databaseUrl = TEST_DATABASE_URL;
+if (databaseUrl) {
   engines.push({
     name: 'PostgreSQL',
     connect: async () => {
       // A schema of our own per run, so parallel or earlier runs never see each other's tables.
-      const admin = PostgresSqlClient.connect(TEST_DATABASE_URL);
+      const admin = PostgresSqlClient.connect(databaseUrl);
       await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${runId}`);
       await admin.close();
-      const url = new URL(TEST_DATABASE_URL);
+      const url = new URL(databaseUrl);
       url.searchParams.set('options', `-c search_path=${runId},public`);
       return PostgresSqlClient.connect(url.toString());
     },
   });
 } else if (process.env.CI) {
   test('PostgreSQL contract suite: OMPF_TEST_DATABASE_URL must be set in CI', () => {
-    throw new Error('CI must run the contract suite on PostgreSQL too: .ci/run starts one and sets OMPF_TEST_DATABASE_URL.');
+    throw new Error(
+      'CI must run the contract suite on PostgreSQL too: .ci/run starts one and sets OMPF_TEST_DATABASE_URL.',
+    );
   });
 } else {
-  test.skip('PostgreSQL contract suite (set OMPF_TEST_DATABASE_URL to run it; .ci/run does)', () => undefined);
+  test.skip('PostgreSQL contract suite (set OMPF_TEST_DATABASE_URL to run it; .ci/run does)', () =>
+    undefined);
 }
 
 const DIM = 8;
-const options: StoreOptions = { modelId: 'test-model', dimension: DIM, hnswMinRows: 1_000_000, indexBuildMemory: '64MB' };
+const options: StoreOptions = {
+  modelId: 'test-model',
+  dimension: DIM,
+  hnswMinRows: 1_000_000,
+  indexBuildMemory: '64MB',
+};
 
 /** A unit vector pointing mostly along axis `axis`, tilted by `tilt` towards axis+1. */
 function direction(axis: number, tilt = 0): Float32Array {
@@ -50,7 +59,16 @@ function direction(axis: number, tilt = 0): Float32Array {
 }
 
 function record(key: string, embedding: Float32Array, overrides: Partial<ImageRecord> = {}): ImageRecord {
-  return { source: 'gallery', key, contentHash: `hash-${key}`, width: 10, height: 10, bytes: 100, embedding, ...overrides };
+  return {
+    source: 'gallery',
+    key,
+    contentHash: `hash-${key}`,
+    width: 10,
+    height: 10,
+    bytes: 100,
+    embedding,
+    ...overrides,
+  };
 }
 
 describe.each(engines)('vector store contract on $name', (engine) => {
@@ -69,7 +87,9 @@ describe.each(engines)('vector store contract on $name', (engine) => {
   });
 
   it('applies the migrations once and records them; opening again applies nothing', async () => {
-    const versions = await client.query<{ version: number }>('SELECT version FROM ompf_migrations ORDER BY version');
+    const versions = await client.query<{ version: number }>(
+      'SELECT version FROM ompf_migrations ORDER BY version',
+    );
     expect(versions.map((v) => v.version)).toEqual([1]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
@@ -109,9 +129,17 @@ describe.each(engines)('vector store contract on $name', (engine) => {
 
   it('orders ties deterministically by source then key', async () => {
     const same = direction(2);
-    await store.upsertMany([record('c.jpg', same), record('a.jpg', same), record('b.jpg', same, { source: 'another' })]);
+    await store.upsertMany([
+      record('c.jpg', same),
+      record('a.jpg', same),
+      record('b.jpg', same, { source: 'another' }),
+    ]);
     const hits = await store.nearest({ vector: same, limit: 3, metric: 'cosine' });
-    expect(hits.map((h) => `${h.source}/${h.key}`)).toEqual(['another/b.jpg', 'gallery/a.jpg', 'gallery/c.jpg']);
+    expect(hits.map((h) => `${h.source}/${h.key}`)).toEqual([
+      'another/b.jpg',
+      'gallery/a.jpg',
+      'gallery/c.jpg',
+    ]);
   });
 
   it('filters by key prefix and still returns N rows when N exist', async () => {
@@ -120,7 +148,12 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const dogs = Array.from({ length: 5 }, (_, i) => record(`dogs/${i}.jpg`, direction(5, i / 10)));
     await store.upsertMany([...cats, ...dogs]);
     // Act
-    const hits = await store.nearest({ vector: direction(0), limit: 5, metric: 'cosine', keyPrefix: 'dogs/' });
+    const hits = await store.nearest({
+      vector: direction(0),
+      limit: 5,
+      metric: 'cosine',
+      keyPrefix: 'dogs/',
+    });
     // Assess
     expect(hits).toHaveLength(5);
     expect(hits.every((h) => h.key.startsWith('dogs/'))).toBe(true);
@@ -132,7 +165,12 @@ describe.each(engines)('vector store contract on $name', (engine) => {
       record('100xxoff/other.jpg', direction(0)),
       record("x'; DROP TABLE images; --", direction(1)),
     ]);
-    const hits = await store.nearest({ vector: direction(0), limit: 10, metric: 'cosine', keyPrefix: '100%_' });
+    const hits = await store.nearest({
+      vector: direction(0),
+      limit: 10,
+      metric: 'cosine',
+      keyPrefix: '100%_',
+    });
     expect(hits.map((h) => h.key)).toEqual(["100%_off/it's.jpg"]);
     expect(await store.listKeys('gallery')).toContain("x'; DROP TABLE images; --");
   });
@@ -151,9 +189,14 @@ describe.each(engines)('vector store contract on $name', (engine) => {
   it('upserts idempotently: a repeated or changed key replaces its row, never duplicates it', async () => {
     await store.upsertMany([record('a.jpg', direction(0))]);
     await store.upsertMany([record('a.jpg', direction(0))]);
-    await store.upsertMany([record('a.jpg', direction(3), { contentHash: 'v2' }), record('a.jpg', direction(4), { contentHash: 'v3' })]);
+    await store.upsertMany([
+      record('a.jpg', direction(3), { contentHash: 'v2' }),
+      record('a.jpg', direction(4), { contentHash: 'v3' }),
+    ]);
     expect(await store.listKeys('gallery')).toEqual(['a.jpg']);
-    expect(await store.contentHashes('gallery', ['a.jpg', 'missing.jpg'])).toEqual(new Map([['a.jpg', 'v3']]));
+    expect(await store.contentHashes('gallery', ['a.jpg', 'missing.jpg'])).toEqual(
+      new Map([['a.jpg', 'v3']]),
+    );
     const [hit] = await store.nearest({ vector: direction(4), limit: 1, metric: 'cosine' });
     expect(hit?.distance).toBeCloseTo(0, 3);
   });
@@ -183,8 +226,12 @@ describe.each(engines)('vector store contract on $name', (engine) => {
   });
 
   it('refuses a vector of the wrong dimension and one holding NaN', async () => {
-    await expect(store.upsertMany([record('a.jpg', new Float32Array(DIM + 1))])).rejects.toBeInstanceOf(InvalidInputError);
-    await expect(store.nearest({ vector: new Float32Array(3), limit: 1, metric: 'cosine' })).rejects.toThrow(/3-d vector .* 8-d store/);
+    await expect(store.upsertMany([record('a.jpg', new Float32Array(DIM + 1))])).rejects.toBeInstanceOf(
+      InvalidInputError,
+    );
+    await expect(store.nearest({ vector: new Float32Array(3), limit: 1, metric: 'cosine' })).rejects.toThrow(
+      /3-d vector .* 8-d store/,
+    );
     const nan = direction(0);
     nan[2] = Number.NaN;
     await expect(store.upsertMany([record('a.jpg', nan)])).rejects.toThrow(/NaN/);
@@ -206,7 +253,11 @@ describe.each(engines)('vector store contract on $name', (engine) => {
   it('chooses its search strategy by engine and size after a bulk load', async () => {
     // Prepare: a threshold of 30 rows, then 60 rows.
     const small = await PgVectorStore.recreate(client, { ...options, hnswMinRows: 30 });
-    await small.upsertMany(Array.from({ length: 60 }, (_, i) => record(`k/${String(i).padStart(2, '0')}.jpg`, direction(i % DIM, (i % 7) / 10))));
+    await small.upsertMany(
+      Array.from({ length: 60 }, (_, i) =>
+        record(`k/${String(i).padStart(2, '0')}.jpg`, direction(i % DIM, (i % 7) / 10)),
+      ),
+    );
     // Act
     const strategy = await small.optimise();
     // Assess: PGlite always searches exactly (HNSW builds there are ~30x slower than native);
@@ -215,7 +266,12 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     expect((await small.stats()).searchStrategy).toBe(strategy);
     const hits = await small.nearest({ vector: direction(3), limit: 5, metric: 'cosine' });
     expect(hits[0]!.key).toBe('k/35.jpg'); // axis 3 with no tilt
-    const filtered = await small.nearest({ vector: direction(3), limit: 4, metric: 'cosine', keyPrefix: 'k/5' });
+    const filtered = await small.nearest({
+      vector: direction(3),
+      limit: 4,
+      metric: 'cosine',
+      keyPrefix: 'k/5',
+    });
     expect(filtered).toHaveLength(4);
     expect(filtered.every((h) => h.key.startsWith('k/5'))).toBe(true);
   });

@@ -1,8 +1,8 @@
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { deflateSync } from 'node:zlib';
 
 /** Small images generated in the test, so every odd format is covered without committed files. */
-export function solid(width: number, height: number, colour: { r: number; g: number; b: number }): sharp.Sharp {
+export function solid(width: number, height: number, colour: { r: number; g: number; b: number }): Sharp {
   return sharp({ create: { width, height, channels: 3, background: colour } });
 }
 
@@ -16,7 +16,9 @@ export async function png(width = 320, height = 240, colour = { r: 30, g: 160, b
 
 /** A picture with structure (left half one colour, right half another) so orientation matters. */
 export async function split(width: number, height: number): Promise<Buffer> {
-  const left = await solid(Math.floor(width / 2), height, { r: 255, g: 0, b: 0 }).png().toBuffer();
+  const left = await solid(Math.floor(width / 2), height, { r: 255, g: 0, b: 0 })
+    .png()
+    .toBuffer();
   return solid(width, height, { r: 0, g: 0, b: 255 })
     .composite([{ input: left, left: 0, top: 0 }])
     .png()

@@ -14,7 +14,9 @@ export const CALTECH_DIR = join(DATASET_DIR, 'caltech101-animals-dev');
 
 export function requirePath(path: string, what: string): string {
   if (!existsSync(path)) {
-    throw new Error(`${what} not found at ${path}. Set OMPF_MODELS_DIR / OMPF_DATASET_DIR (see README, "Tests").`);
+    throw new Error(
+      `${what} not found at ${path}. Set OMPF_MODELS_DIR / OMPF_DATASET_DIR (see README, "Tests").`,
+    );
   }
   return path;
 }

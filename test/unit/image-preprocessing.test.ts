@@ -4,7 +4,10 @@ import { TooLargeError, UnsupportedImageError } from '../../lib/core/errors';
 import { IMAGENET_PREPROCESS } from '../../lib/core/model-spec';
 import { heicHeader, jpeg, png, pngHeaderClaiming, solid, split } from '../helpers/images';
 
-const preprocessor = new SharpImagePreprocessor(IMAGENET_PREPROCESS, { maxBytes: 5_000_000, maxPixels: 40_000_000 });
+const preprocessor = new SharpImagePreprocessor(IMAGENET_PREPROCESS, {
+  maxBytes: 5_000_000,
+  maxPixels: 40_000_000,
+});
 const PLANE = 224 * 224;
 
 /** Mean of one channel, converted back to 0..255 pixel units. */
@@ -37,7 +40,10 @@ describe('SharpImagePreprocessor', () => {
     // 224 crop starts at x=144, so no red survives; a plain 224 resize of the whole image would keep it.
     const red = await solid(32, 256, { r: 255, g: 0, b: 0 }).png().toBuffer();
     const picture = await solid(512, 256, { r: 0, g: 0, b: 255 })
-      .composite([{ input: red, left: 0, top: 0 }, { input: red, left: 480, top: 0 }])
+      .composite([
+        { input: red, left: 0, top: 0 },
+        { input: red, left: 480, top: 0 },
+      ])
       .png()
       .toBuffer();
     // Act
@@ -51,7 +57,10 @@ describe('SharpImagePreprocessor', () => {
   it('applies EXIF orientation before cropping', async () => {
     // Prepare: left half red, right half blue, stored with orientation 6 (display rotated 90 deg CW),
     // so the displayed image has red on top and blue at the bottom.
-    const stored = await sharp(await split(300, 200)).withMetadata({ orientation: 6 }).jpeg().toBuffer();
+    const stored = await sharp(await split(300, 200))
+      .withMetadata({ orientation: 6 })
+      .jpeg()
+      .toBuffer();
     // Act
     const image = await preprocessor.prepare(stored);
     // Assess
@@ -62,17 +71,45 @@ describe('SharpImagePreprocessor', () => {
   });
 
   it.each([
-    ['greyscale (1 channel)', () => sharp(Buffer.alloc(64 * 48, 128), { raw: { width: 64, height: 48, channels: 1 } }).png().toBuffer(), [128, 128, 128], 3],
-    ['16-bit PNG', () => solid(64, 48, { r: 200, g: 100, b: 50 }).toColourspace('rgb16').png().toBuffer(), [200, 100, 50], 3],
-    ['CMYK JPEG', () => solid(64, 48, { r: 200, g: 100, b: 50 }).toColourspace('cmyk').jpeg().toBuffer(), [200, 100, 50], 40],
-    ['alpha PNG (transparent, flattened on white)', () => sharp({ create: { width: 64, height: 48, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer(), [255, 255, 255], 3],
+    [
+      'greyscale (1 channel)',
+      () =>
+        sharp(Buffer.alloc(64 * 48, 128), { raw: { width: 64, height: 48, channels: 1 } })
+          .png()
+          .toBuffer(),
+      [128, 128, 128],
+      3,
+    ],
+    [
+      '16-bit PNG',
+      () => solid(64, 48, { r: 200, g: 100, b: 50 }).toColourspace('rgb16').png().toBuffer(),
+      [200, 100, 50],
+      3,
+    ],
+    [
+      'CMYK JPEG',
+      () => solid(64, 48, { r: 200, g: 100, b: 50 }).toColourspace('cmyk').jpeg().toBuffer(),
+      [200, 100, 50],
+      40,
+    ],
+    [
+      'alpha PNG (transparent, flattened on white)',
+      () =>
+        sharp({ create: { width: 64, height: 48, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
+          .png()
+          .toBuffer(),
+      [255, 255, 255],
+      3,
+    ],
     ['1x1 image', () => png(1, 1, { r: 10, g: 20, b: 30 }), [10, 20, 30], 3],
   ])('decodes a %s to 8-bit sRGB', async (_name, make, expected, tolerance) => {
     // Act
     const image = await preprocessor.prepare(await make());
     // Assess: CMYK goes through ICC profiles and loses some gamut; an inverted or channel-swapped
     // decode would be off by more than 100 levels.
-    rgbMeans(image.tensor).forEach((value, c) => expect(Math.abs(value - expected[c]!)).toBeLessThan(tolerance));
+    rgbMeans(image.tensor).forEach((value, c) =>
+      expect(Math.abs(value - expected[c]!)).toBeLessThan(tolerance),
+    );
   });
 
   it('takes the first frame of an animated GIF', async () => {
@@ -97,10 +134,26 @@ describe('SharpImagePreprocessor', () => {
   describe('bad input', () => {
     it.each([
       ['zero-byte file', async () => Buffer.alloc(0), /empty/],
-      ['text named .jpg', async () => Buffer.from('this is not a picture, just text saved as photo.jpg'), /not an image in a supported format/i],
-      ['corrupt JPEG', async () => { const b = Buffer.from(await jpeg()); b.fill(0x55, 200, 600); return b; }, /could not be decoded/],
+      [
+        'text named .jpg',
+        async () => Buffer.from('this is not a picture, just text saved as photo.jpg'),
+        /not an image in a supported format/i,
+      ],
+      [
+        'corrupt JPEG',
+        async () => {
+          const b = Buffer.from(await jpeg());
+          b.fill(0x55, 200, 600);
+          return b;
+        },
+        /could not be decoded/,
+      ],
       ['truncated PNG', async () => (await png(320, 240)).subarray(0, 120), /could not be decoded/],
-      ['HEIC (not decodable by the prebuilt sharp)', async () => heicHeader(), /HEIC\/HEIF images are not supported/],
+      [
+        'HEIC (not decodable by the prebuilt sharp)',
+        async () => heicHeader(),
+        /HEIC\/HEIF images are not supported/,
+      ],
     ])('rejects a %s with UnsupportedImageError', async (_name, make, message) => {
       // Act
       const attempt = preprocessor.prepare(await make());

@@ -13,7 +13,13 @@ import { OnnxEmbedder } from '../../lib/adapters/onnx/onnx-embedder';
 import { ConfigError, ModelFileError, type OmpfError } from '../../lib/core/errors';
 import { dot } from '../../lib/core/vectors';
 import { jpeg, png } from '../helpers/images';
-import { CALTECH_DIR, LIGHT_RESNET50_FILE, LIGHT_RESNET50_SHA256, MODELS_DIR, requirePath } from '../helpers/shared';
+import {
+  CALTECH_DIR,
+  LIGHT_RESNET50_FILE,
+  LIGHT_RESNET50_SHA256,
+  MODELS_DIR,
+  requirePath,
+} from '../helpers/shared';
 
 /** The error `act` throws; fails the test when it throws nothing. */
 function caught(act: () => unknown): OmpfError {
@@ -64,8 +70,12 @@ describe('ONNX graph edit: exposing the pooled features', () => {
 
   it('refuses a featureTensor that does not exist, and bytes that are not ONNX', () => {
     const bytes = readFileSync(join(MODELS_DIR, mobilenet.file));
-    expect(() => exposeFeatureTensor(bytes, { featureTensor: 'no_such_tensor' })).toThrow(/no tensor named 'no_such_tensor'/);
-    expect(() => exposeFeatureTensor(Buffer.from('definitely not protobuf \u00ff\u00fe'))).toThrow(ConfigError);
+    expect(() => exposeFeatureTensor(bytes, { featureTensor: 'no_such_tensor' })).toThrow(
+      /no tensor named 'no_such_tensor'/,
+    );
+    expect(() => exposeFeatureTensor(Buffer.from('definitely not protobuf \u00ff\u00fe'))).toThrow(
+      ConfigError,
+    );
   });
 });
 
@@ -89,7 +99,9 @@ describe('OnnxEmbedder', () => {
     // Prepare: 8 different real photos; the one under test sits in the middle of the batch.
     const classes = ['okapi', 'dolphin', 'flamingo', 'hedgehog', 'rhino', 'starfish', 'lobster', 'pigeon'];
     const images = await Promise.all(
-      classes.map(async (c) => preprocessor.prepare(readFileSync(join(requirePath(CALTECH_DIR, 'Dataset'), c, 'image_0001.jpg')))),
+      classes.map(async (c) =>
+        preprocessor.prepare(readFileSync(join(requirePath(CALTECH_DIR, 'Dataset'), c, 'image_0001.jpg'))),
+      ),
     );
     // Act
     const [alone] = await embedder.embed([images[3]!]);
@@ -98,7 +110,8 @@ describe('OnnxEmbedder', () => {
     expect(batch).toHaveLength(8);
     const inBatch = batch[3]!;
     let maxDifference = 0;
-    for (let i = 0; i < inBatch.length; i++) maxDifference = Math.max(maxDifference, Math.abs(inBatch[i]! - alone![i]!));
+    for (let i = 0; i < inBatch.length; i++)
+      maxDifference = Math.max(maxDifference, Math.abs(inBatch[i]! - alone![i]!));
     expect(maxDifference).toBeLessThan(1e-5);
     // ... and the batch really holds different images.
     expect(dot(batch[0]!, batch[1]!)).toBeLessThan(0.95);
@@ -117,9 +130,15 @@ describe('OnnxEmbedder', () => {
     // Prepare
     const spec = resolveModelSpec(writeLightResnetSpec(mkdtempSync(join(tmpdir(), 'ompf-spec-'))));
     // Act
-    const resnet = await OnnxEmbedder.load(spec, readVerifiedModel(spec, MODELS_DIR), { threads: 0, batchSize: 4 });
+    const resnet = await OnnxEmbedder.load(spec, readVerifiedModel(spec, MODELS_DIR), {
+      threads: 0,
+      batchSize: 4,
+    });
     try {
-      const vectors = await resnet.embed([await preprocessor.prepare(await jpeg()), await preprocessor.prepare(await png())]);
+      const vectors = await resnet.embed([
+        await preprocessor.prepare(await jpeg()),
+        await preprocessor.prepare(await png()),
+      ]);
       // Assess: the graph fixes batch 1, so two images take two runs and still come back in order.
       expect(resnet.dimension).toBe(2048);
       expect(vectors.map((v) => v.length)).toEqual([2048, 2048]);
@@ -129,7 +148,9 @@ describe('OnnxEmbedder', () => {
   });
 
   it('refuses a spec whose dimension does not match the model', async () => {
-    const spec = resolveModelSpec(writeLightResnetSpec(mkdtempSync(join(tmpdir(), 'ompf-spec-')), { dimension: 1000 }));
+    const spec = resolveModelSpec(
+      writeLightResnetSpec(mkdtempSync(join(tmpdir(), 'ompf-spec-')), { dimension: 1000 }),
+    );
     await expect(OnnxEmbedder.load(spec, readVerifiedModel(spec, MODELS_DIR), session)).rejects.toThrow(
       /yields 2048-d features .* spec says 1000/,
     );
@@ -143,7 +164,10 @@ describe('model registry', () => {
       file: 'resnet50-v1-12.onnx',
       sha256: 'ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6',
     });
-    expect(resolveModelSpec('resnet50-int8')).toMatchObject({ dimension: 2048, sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37' });
+    expect(resolveModelSpec('resnet50-int8')).toMatchObject({
+      dimension: 2048,
+      sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37',
+    });
     expect(resolveModelSpec('mobilenetv2-int8')).toMatchObject({ dimension: 1280 });
   });
 
@@ -157,7 +181,10 @@ describe('model registry', () => {
   it('reports every invalid field of a custom spec at once', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ompf-spec-'));
     const path = join(dir, 'bad.json');
-    writeFileSync(path, JSON.stringify({ id: 'Bad Id', file: 'x.onnx', sha256: 'abc', dimension: 9000, colour: 'bgr' }));
+    writeFileSync(
+      path,
+      JSON.stringify({ id: 'Bad Id', file: 'x.onnx', sha256: 'abc', dimension: 9000, colour: 'bgr' }),
+    );
     expect(() => resolveModelSpec(path)).toThrow(/id: .*sha256: .*dimension: .*colour/s);
   });
 
@@ -165,18 +192,22 @@ describe('model registry', () => {
     // Prepare: a models dir whose mobilenet file has one byte changed.
     const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
     const bytes = readFileSync(join(MODELS_DIR, mobilenet.file));
-    bytes[bytes.length - 10] ^= 0xff;
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
     writeFileSync(join(dir, mobilenet.file), bytes);
     // Act / Assess
     expect(() => readVerifiedModel(mobilenet, dir)).toThrow(ModelFileError);
-    expect(() => readVerifiedModel(mobilenet, dir)).toThrow(/expected 83530ad8.*corrupt, truncated or a different model/);
+    expect(() => readVerifiedModel(mobilenet, dir)).toThrow(
+      /expected 83530ad8.*corrupt, truncated or a different model/,
+    );
   });
 
   it('says how to pull or place a model that is missing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
     const error = caught(() => readVerifiedModel(BUILTIN_MODELS.resnet50!, dir));
     expect(error).toBeInstanceOf(ModelFileError);
-    expect(error.hint).toMatch(/ompf models pull resnet50.*Offline: Download https:\/\/.*resnet50-v1-12\.onnx.*sha256 ab65bdc0/);
+    expect(error.hint).toMatch(
+      /ompf models pull resnet50.*Offline: Download https:\/\/.*resnet50-v1-12\.onnx.*sha256 ab65bdc0/,
+    );
   });
 
   describe('pull', () => {
@@ -184,7 +215,8 @@ describe('model registry', () => {
 
     it('offline, fails with a message that says how to place the file by hand', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
-      const offline = (() => Promise.reject(new TypeError('fetch failed', { cause: { code: 'ENOTFOUND' } }))) as typeof fetch;
+      const offline = (() =>
+        Promise.reject(new TypeError('fetch failed', { cause: { code: 'ENOTFOUND' } }))) as typeof fetch;
       await expect(pullModel(BUILTIN_MODELS.resnet50!, dir, silent, offline)).rejects.toThrow(/ENOTFOUND/);
       await expect(pullModel(BUILTIN_MODELS.resnet50!, dir, silent, offline)).rejects.toMatchObject({
         hint: expect.stringMatching(/offline: Download .* to .*resnet50-v1-12\.onnx \(sha256 ab65/),
@@ -198,23 +230,34 @@ describe('model registry', () => {
       const serve = (body: Buffer) => (() => Promise.resolve(new Response(body))) as typeof fetch;
       const progress = { start: jest.fn(), advance: jest.fn(), stop: jest.fn() };
       // Act: a mirror serving a different file is refused and nothing is installed.
-      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.from('not the model')))).rejects.toThrow(/expected 83530ad8/);
+      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.from('not the model')))).rejects.toThrow(
+        /expected 83530ad8/,
+      );
       expect(() => readVerifiedModel(mobilenet, dir)).toThrow(/is not installed/);
       // Act: the right file is installed and verified, with progress reported.
       const result = await pullModel(mobilenet, dir, progress, serve(good));
       // Assess
       expect(result.alreadyPresent).toBe(false);
       expect(readVerifiedModel(mobilenet, dir)).toHaveLength(good.length);
-      expect(progress.advance.mock.calls.reduce((sum: number, [n]: [number]) => sum + n, 0)).toBe(good.length);
-      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.alloc(0)))).resolves.toMatchObject({ alreadyPresent: true });
+      expect(progress.advance.mock.calls.reduce((sum: number, [n]: [number]) => sum + n, 0)).toBe(
+        good.length,
+      );
+      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.alloc(0)))).resolves.toMatchObject({
+        alreadyPresent: true,
+      });
     });
   });
 
   it('resolves a relative model file against the spec file location', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ompf-spec-'));
     copyFileSync(join(MODELS_DIR, LIGHT_RESNET50_FILE), join(dir, 'model.onnx'));
-    writeFileSync(join(dir, 'spec.json'), JSON.stringify({ id: 'rel', file: 'model.onnx', sha256: LIGHT_RESNET50_SHA256, dimension: 2048 }));
+    writeFileSync(
+      join(dir, 'spec.json'),
+      JSON.stringify({ id: 'rel', file: 'model.onnx', sha256: LIGHT_RESNET50_SHA256, dimension: 2048 }),
+    );
     const spec = resolveModelSpec(join(dir, 'spec.json'));
-    expect(readVerifiedModel(spec, '/nonexistent')).toHaveLength(readFileSync(join(MODELS_DIR, LIGHT_RESNET50_FILE)).length);
+    expect(readVerifiedModel(spec, '/nonexistent')).toHaveLength(
+      readFileSync(join(MODELS_DIR, LIGHT_RESNET50_FILE)).length,
+    );
   });
 });

@@ -1,0 +1,249 @@
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ompf } from '../helpers/cli';
+import { jpeg } from '../helpers/images';
+import { CALTECH_DIR, MODELS_DIR, requirePath } from '../helpers/shared';
+
+const CLASSES = ['okapi', 'dolphin', 'flamingo'];
+const PER_CLASS = 6;
+
+interface IndexJson {
+  indexed: number;
+  unchanged: number;
+  removed: number;
+  failed: { key: string; reason: string }[];
+  ignored: number;
+}
+interface SearchJson {
+  hits: { key: string; distance: number; score: number; source: string }[];
+}
+
+describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)', () => {
+  const work = mkdtempSync(join(tmpdir(), 'ompf-cli-'));
+  const gallery = join(work, 'gallery');
+  const env = {
+    OMPF_MODELS_DIR: MODELS_DIR,
+    OMPF_MODEL: 'mobilenetv2-int8',
+    OMPF_DATA_DIR: join(work, 'store'),
+    OMPF_BATCH_SIZE: '4',
+  };
+  const photo = (cls: string, i: number) =>
+    join(CALTECH_DIR, cls, readdirSync(join(CALTECH_DIR, cls)).sort()[i]!);
+
+  beforeAll(async () => {
+    requirePath(CALTECH_DIR, 'Dataset');
+    for (const cls of CLASSES) {
+      mkdirSync(join(gallery, cls), { recursive: true });
+      for (let i = 0; i < PER_CLASS; i++) copyFileSync(photo(cls, i), join(gallery, cls, `${i}.jpg`));
+    }
+    mkdirSync(join(gallery, 'broken'));
+    const corrupt = await jpeg();
+    corrupt.fill(0x33, 150, 700);
+    writeFileSync(join(gallery, 'broken', 'corrupt.jpg'), corrupt);
+    writeFileSync(join(gallery, 'broken', 'empty.jpg'), Buffer.alloc(0));
+    writeFileSync(join(gallery, 'broken', 'text.jpg'), 'not an image');
+    writeFileSync(join(gallery, 'notes.txt'), 'ignored: not an image extension');
+  });
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('indexes every decodable image, lists each failure with its reason, and exits 3', async () => {
+    // Act
+    const result = await ompf(['--json', 'index', gallery], env);
+    // Assess
+    expect(result.code).toBe(3);
+    const summary = result.json<IndexJson>();
+    expect(summary).toMatchObject({
+      indexed: CLASSES.length * PER_CLASS,
+      unchanged: 0,
+      removed: 0,
+      ignored: 1,
+    });
+    expect(summary.failed.map((f) => f.key).sort()).toEqual([
+      'broken/corrupt.jpg',
+      'broken/empty.jpg',
+      'broken/text.jpg',
+    ]);
+    expect(summary.failed.find((f) => f.key === 'broken/empty.jpg')?.reason).toMatch(/empty/);
+    const stats = (await ompf(['--json', 'stats', '--failures'], env)).json<{
+      images: number;
+      failures: number;
+      failureList: unknown[];
+    }>();
+    expect(stats).toMatchObject({ images: 18, failures: 3 });
+  });
+
+  it('skips unchanged files by content hash and re-embeds a changed one', async () => {
+    // Prepare: okapi/0.jpg now holds a dolphin.
+    copyFileSync(photo('dolphin', PER_CLASS), join(gallery, 'okapi', '0.jpg'));
+    rmSync(join(gallery, 'broken'), { recursive: true });
+    // Act
+    const result = await ompf(['--json', 'index', gallery], env);
+    // Assess
+    expect(result.code).toBe(0);
+    expect(result.json<IndexJson>()).toMatchObject({ indexed: 1, unchanged: 17, removed: 0, failed: [] });
+    copyFileSync(photo('okapi', 0), join(gallery, 'okapi', '0.jpg'));
+    expect((await ompf(['--json', 'index', gallery], env)).json<IndexJson>()).toMatchObject({
+      indexed: 1,
+      unchanged: 17,
+    });
+  });
+
+  it('removes entries whose files are gone only when asked (--prune)', async () => {
+    rmSync(join(gallery, 'flamingo', '5.jpg'));
+    expect((await ompf(['--json', 'index', gallery], env)).json<IndexJson>()).toMatchObject({ removed: 0 });
+    expect((await ompf(['--json', 'index', '--prune', gallery], env)).json<IndexJson>()).toMatchObject({
+      removed: 1,
+    });
+    copyFileSync(photo('flamingo', 5), join(gallery, 'flamingo', '5.jpg'));
+    expect((await ompf(['--json', 'index', gallery], env)).json<IndexJson>()).toMatchObject({ indexed: 1 });
+  });
+
+  it('searches by an image file: the nearest images share its class', async () => {
+    // Act: a flamingo photo that is not in the gallery.
+    const result = await ompf(['--json', 'search', photo('flamingo', 20), '-n', '5'], env);
+    // Assess
+    expect(result.code).toBe(0);
+    const { hits } = result.json<SearchJson>();
+    expect(hits).toHaveLength(5);
+    expect(hits.slice(0, 3).every((h) => h.key.startsWith('flamingo/'))).toBe(true);
+    expect(hits.map((h) => h.distance)).toEqual([...hits.map((h) => h.distance)].sort((a, b) => a - b));
+    hits.forEach((h) => expect(h.score).toBeGreaterThanOrEqual(0));
+    hits.forEach((h) => expect(h.score).toBeLessThanOrEqual(1));
+  });
+
+  it('searches by an indexed key without the image itself in the results', async () => {
+    const { hits } = (
+      await ompf(['--json', 'search', '--key', 'dolphin/2.jpg', '-n', '17'], env)
+    ).json<SearchJson>();
+    expect(hits).toHaveLength(17);
+    expect(hits.map((h) => h.key)).not.toContain('dolphin/2.jpg');
+    expect(hits[0]!.key.startsWith('dolphin/')).toBe(true);
+  });
+
+  it('filters by key prefix', async () => {
+    const { hits } = (
+      await ompf(['--json', 'search', '--key', 'dolphin/2.jpg', '--prefix', 'okapi/', '-n', '10'], env)
+    ).json<SearchJson>();
+    expect(hits.map((h) => h.key).sort()).toEqual(
+      Array.from({ length: PER_CLASS }, (_, i) => `okapi/${i}.jpg`),
+    );
+  });
+
+  it('prints a readable table by default', async () => {
+    const result = await ompf(['search', photo('okapi', 30), '-n', '3'], env);
+    expect(result.stdout).toMatch(/#\s+distance\s+score\s+key/);
+    expect(result.stdout.trim().split('\n')).toHaveLength(5);
+  });
+
+  describe('bad input gets a clear error and a non-zero exit', () => {
+    it.each([
+      [
+        'N out of range (0)',
+        ['search', '--key', 'okapi/1.jpg', '-n', '0'],
+        2,
+        /N must be a whole number from 1 to 100/,
+      ],
+      ['N out of range (101)', ['search', '--key', 'okapi/1.jpg', '-n', '101'], 2, /from 1 to 100/],
+      ['N not a number', ['search', '--key', 'okapi/1.jpg', '-n', 'ten'], 2, /from 1 to 100/],
+      ['a query path that does not exist', ['search', '/no/such/photo.jpg'], 66, /does not exist/],
+      ['a gallery folder that does not exist', ['index', '/no/such/folder'], 66, /does not exist/],
+      ['an unknown key', ['search', '--key', 'okapi/999.jpg'], 66, /No indexed image has the key/],
+      ['both a file and --key', ['search', 'x.jpg', '--key', 'k'], 2, /either an image file or --key/],
+      ['an unknown model', ['--model', 'vgg16', 'stats'], 78, /Unknown model 'vgg16'/],
+    ])('%s', async (_name, args, code, message) => {
+      const result = await ompf(args, env);
+      expect(result.code).toBe(code);
+      expect(result.stderr).toMatch(message);
+    });
+
+    it('a non-image query file: unsupported image, exit 65', async () => {
+      const path = join(work, 'query.jpg');
+      writeFileSync(path, 'plain text');
+      const result = await ompf(['--json', 'search', path], env);
+      expect(result.code).toBe(65);
+      expect(result.json<{ error: { code: string; hint: string } }>().error).toMatchObject({
+        code: 'unsupported_image',
+      });
+    });
+
+    it('invalid configuration lists every bad variable at once', async () => {
+      const result = await ompf(['stats'], {
+        ...env,
+        OMPF_BATCH_SIZE: 'many',
+        OMPF_MAX_PIXELS: '-1',
+        DATABASE_URL: 'mysql://x',
+      });
+      expect(result.code).toBe(78);
+      expect(result.stderr).toMatch(/OMPF_MAX_PIXELS.*OMPF_BATCH_SIZE|OMPF_BATCH_SIZE.*OMPF_MAX_PIXELS/);
+      expect(result.stderr).toMatch(/DATABASE_URL/);
+    });
+  });
+
+  it('refuses another model on this store without losing anything, and --reindex rebuilds it', async () => {
+    // Prepare: a spec for light_resnet50 (2048-d) under another id.
+    const spec = join(work, 'light.json');
+    writeFileSync(
+      spec,
+      JSON.stringify({
+        id: 'light-resnet50',
+        file: join(MODELS_DIR, 'light_resnet50.onnx'),
+        sha256: '05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4',
+        dimension: 2048,
+      }),
+    );
+    // Act
+    const refused = await ompf(['--model', spec, 'search', '--key', 'okapi/1.jpg'], env);
+    // Assess
+    expect(refused.code).toBe(75);
+    expect(refused.stderr).toMatch(/built with model 'mobilenetv2-int8'.*--reindex/s);
+    expect((await ompf(['--json', 'stats'], env)).json<{ images: number }>().images).toBe(18);
+    const other = { ...env, OMPF_DATA_DIR: join(work, 'store2') };
+    await ompf(['index', join(gallery, 'okapi')], other);
+    const rebuilt = await ompf(
+      ['--json', '--model', spec, 'index', '--reindex', join(gallery, 'okapi')],
+      other,
+    );
+    expect(rebuilt.code).toBe(0);
+    expect(rebuilt.json<IndexJson & { model: string }>()).toMatchObject({
+      indexed: PER_CLASS,
+      model: 'light-resnet50',
+    });
+  });
+
+  it('removes images by key', async () => {
+    const source = (await ompf(['--json', 'stats'], env)).json<{ sources: { source: string }[] }>()
+      .sources[0]!.source;
+    const result = await ompf(['--json', 'remove', '--source', source, 'okapi/5.jpg', 'not/there.jpg'], env);
+    expect(result.json()).toEqual({ removed: 1, requested: 2 });
+  });
+
+  it.each([
+    [[]],
+    [['index']],
+    [['search']],
+    [['eval']],
+    [['remove']],
+    [['stats']],
+    [['models']],
+    [['models', 'pull']],
+    [['models', 'list']],
+    [['models', 'verify']],
+  ])('ompf %p --help prints usage and exits 0', async (command) => {
+    const result = await ompf([...command, '--help'], env);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Usage: ompf/);
+  });
+
+  it('models list and verify report the models directory state', async () => {
+    const list = (await ompf(['--json', 'models', 'list'], env)).json<{
+      models: { id: string; installed: boolean }[];
+    }>();
+    expect(list.models.find((m) => m.id === 'mobilenetv2-int8')?.installed).toBe(true);
+    expect(list.models.find((m) => m.id === 'resnet50')?.installed).toBe(false); // not in ../shared/models
+    expect((await ompf(['models', 'verify'], env)).code).toBe(0);
+    const missing = await ompf(['models', 'verify', 'resnet50'], env);
+    expect(missing.code).toBe(69);
+    expect(missing.stderr).toMatch(/ompf models pull resnet50/);
+  });
+});
