@@ -20,10 +20,19 @@ describe('the built ompf binary', () => {
     mkdirSync(join(work, 'gallery'));
     copyFileSync(join(CALTECH_DIR, 'okapi', 'image_0001.jpg'), join(work, 'gallery', 'a.jpg'));
     copyFileSync(join(CALTECH_DIR, 'rhino', 'image_0001.jpg'), join(work, 'gallery', 'b.jpg'));
-    const env = { ...process.env, OMPF_MODELS_DIR: MODELS_DIR, OMPF_MODEL: 'mobilenetv2-int8', OMPF_DATA_DIR: join(work, 'store') };
+    const env = {
+      ...process.env,
+      OMPF_MODELS_DIR: MODELS_DIR,
+      OMPF_MODEL: 'mobilenetv2-int8',
+      OMPF_DATA_DIR: join(work, 'store'),
+    };
     // Act
     await run(process.execPath, [BIN, 'index', join(work, 'gallery')], { env });
-    const { stdout } = await run(process.execPath, [BIN, '--json', 'search', join(CALTECH_DIR, 'okapi', 'image_0002.jpg'), '-n', '2'], { env });
+    const { stdout } = await run(
+      process.execPath,
+      [BIN, '--json', 'search', join(CALTECH_DIR, 'okapi', 'image_0002.jpg'), '-n', '2'],
+      { env },
+    );
     // Assess
     const { hits } = JSON.parse(stdout) as { hits: { key: string }[] };
     expect(hits.map((h) => h.key)).toEqual(['a.jpg', 'b.jpg']);
