@@ -158,7 +158,7 @@ describe('HTTP API contract (shared by the query Lambda and the local server)', 
         'unsupported_image',
       ],
     ])('rejects %s with %i', async (_name, init, status, code) => {
-      const response = await handleApiRequest(deps, request('POST', '/search', init as Partial<ApiRequest>));
+      const response = await handleApiRequest(deps, request('POST', '/search', init));
       expect(response.status).toBe(status);
       expect(JSON.parse(response.body as string)).toMatchObject({ error: { code } });
     });
