@@ -78,6 +78,17 @@ export interface StoreStats {
 }
 
 /**
+ * The result of a write ordered by an event sequencer: applied, or refused because the key already
+ * reflects an event at or after this one (`current`, the newest sequencer applied).
+ */
+export type SequencedWrite =
+  | {
+      readonly applied: true;
+      /** A row existed before (an image replaced or removed). */ readonly existed: boolean;
+    }
+  | { readonly applied: false; readonly current: string };
+
+/**
  * A vector store bound to one model. Opening a store with another model than the one it was built
  * with fails with ModelMismatchError.
  */
@@ -95,6 +106,17 @@ export interface VectorStore {
   remove(source: string, keys: readonly string[]): Promise<number>;
   nearest(query: NearestQuery): Promise<Neighbour[]>;
   recordFailure(source: string, key: string, reason: string): Promise<void>;
+  /**
+   * Event-ordered writes for object stores that deliver events at least once and out of order (S3).
+   * The newest sequencer applied to (source, key): its image's, or its deletion's (a tombstone).
+   */
+  latestSequencer(source: string, key: string): Promise<string | undefined>;
+  /** Upsert only when `record.sequencer` is newer than every event applied to the key. */
+  upsertIfNewer(record: ImageRecord & { readonly sequencer: string }): Promise<SequencedWrite>;
+  /** Remove and leave a tombstone, only when `sequencer` is newer than every event applied to the key. */
+  removeIfNewer(source: string, key: string, sequencer: string): Promise<SequencedWrite>;
+  /** Forget tombstones older than `before` (once no delayed event can still arrive). */
+  pruneTombstones(before: Date): Promise<number>;
   listFailures(source?: string): Promise<IndexFailure[]>;
   /** Build or drop the ANN index to suit the current size and engine; call after bulk loads. */
   optimise(): Promise<'exact' | 'hnsw'>;

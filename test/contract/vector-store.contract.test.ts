@@ -90,7 +90,7 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const versions = await client.query<{ version: number }>(
       'SELECT version FROM ompf_migrations ORDER BY version',
     );
-    expect(versions.map((v) => v.version)).toEqual([1]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
   });
@@ -223,6 +223,124 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     expect((await store.stats()).failures).toBe(1);
     await store.upsertMany([record('bad.jpg', direction(0))]);
     expect(await store.listFailures()).toEqual([]);
+  });
+
+  describe('event-ordered writes (S3 sequencers: at-least-once, unordered delivery)', () => {
+    const sequenced = (key: string, sequencer: string, axis = 0) => ({
+      ...record(key, direction(axis), { contentHash: `hash-${sequencer}` }),
+      sequencer,
+    });
+
+    it('applies a newer create, and refuses a duplicate or older one without touching the row', async () => {
+      // Prepare
+      await expect(store.upsertIfNewer(sequenced('a.jpg', '0055B2A1C0E0D10A00'))).resolves.toEqual({
+        applied: true,
+        existed: false,
+      });
+      // Act
+      const duplicate = await store.upsertIfNewer(sequenced('a.jpg', '0055B2A1C0E0D10A00', 3));
+      const older = await store.upsertIfNewer(sequenced('a.jpg', '0055B2A1C0E0D109FF', 4));
+      const newer = await store.upsertIfNewer(sequenced('a.jpg', '0055B2A1C0E0D10A01', 5));
+      // Assess
+      expect(duplicate).toEqual({ applied: false, current: '0055B2A1C0E0D10A00' });
+      expect(older).toEqual({ applied: false, current: '0055B2A1C0E0D10A00' });
+      expect(newer).toEqual({ applied: true, existed: true });
+      expect(await store.contentHashes('gallery', ['a.jpg'])).toEqual(
+        new Map([['a.jpg', 'hash-0055B2A1C0E0D10A01']]),
+      );
+      expect(await store.latestSequencer('gallery', 'a.jpg')).toBe('0055B2A1C0E0D10A01');
+    });
+
+    it('compares sequencers of different lengths as S3 says: right-padded with zeros', async () => {
+      // '0A1' is '0A10' padded: newer than '0A0F', older than '0A11'.
+      await store.upsertIfNewer(sequenced('a.jpg', '0A0F'));
+      await expect(store.upsertIfNewer(sequenced('a.jpg', '0a1'))).resolves.toMatchObject({ applied: true });
+      await expect(store.upsertIfNewer(sequenced('a.jpg', '0A10'))).resolves.toMatchObject({
+        applied: false,
+      });
+      await expect(store.upsertIfNewer(sequenced('a.jpg', '0A11'))).resolves.toMatchObject({ applied: true });
+    });
+
+    it('removes with a tombstone, so a late create never resurrects the key', async () => {
+      // Prepare: created at 10, deleted at 20.
+      await store.upsertIfNewer(sequenced('a.jpg', '10'));
+      await store.recordFailure('gallery', 'a.jpg', 'an older failure');
+      // Act
+      const removed = await store.removeIfNewer('gallery', 'a.jpg', '20');
+      const lateCreate = await store.upsertIfNewer(sequenced('a.jpg', '15'));
+      const duplicateDelete = await store.removeIfNewer('gallery', 'a.jpg', '20');
+      // Assess
+      expect(removed).toEqual({ applied: true, existed: true });
+      expect(lateCreate).toEqual({ applied: false, current: '20' });
+      expect(duplicateDelete).toEqual({ applied: false, current: '20' });
+      expect(await store.listKeys('gallery')).toEqual([]);
+      expect(await store.listFailures()).toEqual([]);
+      expect(await store.latestSequencer('gallery', 'a.jpg')).toBe('20');
+    });
+
+    it('refuses a late delete of a newer image, and lets a newer create replace a tombstone', async () => {
+      // A delete that arrives before the create it follows: tombstone first, then the late create is refused.
+      await expect(store.removeIfNewer('gallery', 'b.jpg', '30')).resolves.toEqual({
+        applied: true,
+        existed: false,
+      });
+      await expect(store.upsertIfNewer(sequenced('b.jpg', '25'))).resolves.toMatchObject({ applied: false });
+      // Re-created later (40), then a late delete (35) arrives: the image stays.
+      await expect(store.upsertIfNewer(sequenced('b.jpg', '40'))).resolves.toEqual({
+        applied: true,
+        existed: false,
+      });
+      await expect(store.removeIfNewer('gallery', 'b.jpg', '35')).resolves.toEqual({
+        applied: false,
+        current: '40',
+      });
+      expect(await store.listKeys('gallery')).toEqual(['b.jpg']);
+      const [tombstones] = await client.query<{ count: number }>(
+        'SELECT count(*)::integer AS count FROM image_tombstones',
+      );
+      expect(tombstones?.count).toBe(0);
+    });
+
+    it('keeps keys of different sources apart and prunes old tombstones only', async () => {
+      await store.removeIfNewer('bucket-a', 'x.jpg', '50');
+      await expect(store.upsertIfNewer(sequenced('x.jpg', '10'))).resolves.toMatchObject({ applied: true });
+      expect(await store.latestSequencer('bucket-a', 'x.jpg')).toBe('50');
+      expect(await store.latestSequencer('gallery', 'missing.jpg')).toBeUndefined();
+      await expect(store.pruneTombstones(new Date(Date.now() - 60_000))).resolves.toBe(0);
+      await expect(store.pruneTombstones(new Date(Date.now() + 60_000))).resolves.toBe(1);
+      expect(await store.latestSequencer('bucket-a', 'x.jpg')).toBeUndefined();
+    });
+
+    it('serialises concurrent writers of one key: the newest event wins whatever the arrival order', async () => {
+      // Prepare: ten events for one key, delivered concurrently in a scrambled order.
+      const sequencers = ['07', '03', '0A', '01', '09', '02', '08', '04', '06', '05'];
+      // Act
+      await Promise.all(
+        sequencers.map((sequencer, i) =>
+          i % 3 === 2
+            ? store.removeIfNewer('gallery', 'race.jpg', sequencer)
+            : store.upsertIfNewer(sequenced('race.jpg', sequencer, i)),
+        ),
+      );
+      // Assess: '0A' (index 2) is a delete, so the key ends deleted.
+      expect(await store.latestSequencer('gallery', 'race.jpg')).toBe('0A');
+      expect(await store.listKeys('gallery')).toEqual([]);
+    });
+
+    it('refuses a sequencer that is not hex before writing anything', async () => {
+      await expect(store.upsertIfNewer(sequenced('a.jpg', '10'))).resolves.toMatchObject({ applied: true });
+      await expect(store.upsertIfNewer(sequenced('a.jpg', 'not-hex'))).rejects.toBeInstanceOf(
+        InvalidInputError,
+      );
+      await expect(store.removeIfNewer('gallery', 'a.jpg', '')).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(store.upsertIfNewer(sequenced('new.jpg', '12G4'))).rejects.toBeInstanceOf(
+        InvalidInputError,
+      );
+      await expect(store.removeIfNewer('gallery', 'new.jpg', '1'.repeat(65))).rejects.toBeInstanceOf(
+        InvalidInputError,
+      );
+      expect(await store.listKeys('gallery')).toEqual(['a.jpg']);
+    });
   });
 
   it('refuses a vector of the wrong dimension and one holding NaN', async () => {

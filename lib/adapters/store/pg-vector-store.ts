@@ -1,10 +1,12 @@
 import pgvector from 'pgvector';
 import { InvalidInputError, ModelMismatchError } from '../../core/errors';
+import { compareSequencers, normaliseSequencer } from '../../core/object-events';
 import type {
   ImageRecord,
   IndexFailure,
   NearestQuery,
   Neighbour,
+  SequencedWrite,
   StoreStats,
   VectorStore,
 } from '../../core/ports';
@@ -72,7 +74,9 @@ export class PgVectorStore implements VectorStore {
 
   /** Drop everything this store holds and recreate it for `options.modelId` (re-index after a model change). */
   static async recreate(client: SqlClient, options: StoreOptions): Promise<PgVectorStore> {
-    await client.exec('DROP TABLE IF EXISTS images, index_failures, ompf_store, ompf_migrations');
+    await client.exec(
+      'DROP TABLE IF EXISTS images, index_failures, image_tombstones, ompf_store, ompf_migrations',
+    );
     return PgVectorStore.open(client, options);
   }
 
@@ -81,37 +85,39 @@ export class PgVectorStore implements VectorStore {
     // One row per (source, key): ON CONFLICT cannot touch the same row twice in one statement.
     const unique = [...new Map(records.map((r) => [`${r.source}\u0000${r.key}`, r])).values()];
     for (const record of unique) this.assertVector(record.embedding);
+    await this.client.transaction((tx) => this.writeRows(tx, unique));
+  }
+
+  private async writeRows(tx: SqlExecutor, unique: readonly ImageRecord[]): Promise<void> {
     const column = <T>(pick: (r: ImageRecord) => T): T[] => unique.map(pick);
-    await this.client.transaction(async (tx) => {
-      await tx.query(
-        `INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, width, height, bytes)
-         SELECT source, key, content_hash, etag, version_id, sequencer, $7, embedding::halfvec, width, height, bytes
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
-             AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes)
-         ON CONFLICT (source, key) DO UPDATE SET
-           content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
-           sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
-           width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()`,
-        [
-          column((r) => r.source),
-          column((r) => r.key),
-          column((r) => r.contentHash),
-          column((r) => r.etag ?? null),
-          column((r) => r.versionId ?? null),
-          column((r) => r.sequencer ?? null),
-          this.options.modelId,
-          column((r) => toSql(r.embedding)),
-          column((r) => r.width),
-          column((r) => r.height),
-          column((r) => r.bytes),
-        ],
-      );
-      await tx.query(
-        `DELETE FROM index_failures f USING unnest($1::text[], $2::text[]) AS done(source, key)
-          WHERE f.source = done.source AND f.key = done.key`,
-        [column((r) => r.source), column((r) => r.key)],
-      );
-    });
+    await tx.query(
+      `INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, width, height, bytes)
+       SELECT source, key, content_hash, etag, version_id, sequencer, $7, embedding::halfvec, width, height, bytes
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
+           AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes)
+       ON CONFLICT (source, key) DO UPDATE SET
+         content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
+         sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
+         width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()`,
+      [
+        column((r) => r.source),
+        column((r) => r.key),
+        column((r) => r.contentHash),
+        column((r) => r.etag ?? null),
+        column((r) => r.versionId ?? null),
+        column((r) => r.sequencer ?? null),
+        this.options.modelId,
+        column((r) => toSql(r.embedding)),
+        column((r) => r.width),
+        column((r) => r.height),
+        column((r) => r.bytes),
+      ],
+    );
+    await tx.query(
+      `DELETE FROM index_failures f USING unnest($1::text[], $2::text[]) AS done(source, key)
+        WHERE f.source = done.source AND f.key = done.key`,
+      [column((r) => r.source), column((r) => r.key)],
+    );
   }
 
   async contentHashes(source: string, keys: readonly string[]): Promise<Map<string, string>> {
@@ -226,6 +232,81 @@ export class PgVectorStore implements VectorStore {
     );
   }
 
+  async latestSequencer(source: string, key: string): Promise<string | undefined> {
+    return newest(await this.appliedSequencers(this.client, source, key));
+  }
+
+  async upsertIfNewer(record: ImageRecord & { readonly sequencer: string }): Promise<SequencedWrite> {
+    this.assertVector(record.embedding);
+    normaliseSequencer(record.sequencer);
+    return this.client.transaction(async (tx) => {
+      const applied = await this.lockAndReadSequencers(tx, record.source, record.key);
+      const current = newest(applied);
+      if (current !== undefined && compareSequencers(record.sequencer, current) <= 0) {
+        return { applied: false, current };
+      }
+      await this.writeRows(tx, [record]);
+      await tx.query('DELETE FROM image_tombstones WHERE source = $1 AND key = $2', [
+        record.source,
+        record.key,
+      ]);
+      return { applied: true, existed: applied.image !== undefined };
+    });
+  }
+
+  async removeIfNewer(source: string, key: string, sequencer: string): Promise<SequencedWrite> {
+    normaliseSequencer(sequencer);
+    return this.client.transaction(async (tx) => {
+      const applied = await this.lockAndReadSequencers(tx, source, key);
+      const current = newest(applied);
+      if (current !== undefined && compareSequencers(sequencer, current) <= 0) {
+        return { applied: false, current };
+      }
+      const removed = await tx.query('DELETE FROM images WHERE source = $1 AND key = $2 RETURNING id', [
+        source,
+        key,
+      ]);
+      await tx.query('DELETE FROM index_failures WHERE source = $1 AND key = $2', [source, key]);
+      await tx.query(
+        `INSERT INTO image_tombstones (source, key, sequencer) VALUES ($1, $2, $3)
+         ON CONFLICT (source, key) DO UPDATE SET sequencer = EXCLUDED.sequencer, deleted_at = now()`,
+        [source, key, sequencer],
+      );
+      return { applied: true, existed: removed.length > 0 };
+    });
+  }
+
+  async pruneTombstones(before: Date): Promise<number> {
+    const rows = await this.client.query('DELETE FROM image_tombstones WHERE deleted_at < $1 RETURNING key', [
+      before,
+    ]);
+    return rows.length;
+  }
+
+  /**
+   * Serialise writers of one key (two Lambdas handling two events of the same key at once): a
+   * transaction-scoped advisory lock on the key's hash. PGlite has a single connection and needs none.
+   */
+  private async lockAndReadSequencers(
+    tx: SqlExecutor,
+    source: string,
+    key: string,
+  ): Promise<AppliedSequencers> {
+    if (this.client.engine === 'postgresql') {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", [source, key]);
+    }
+    return this.appliedSequencers(tx, source, key);
+  }
+
+  private async appliedSequencers(db: SqlExecutor, source: string, key: string): Promise<AppliedSequencers> {
+    const [row] = await db.query<{ image: string | null; tombstone: string | null }>(
+      `SELECT (SELECT sequencer FROM images WHERE source = $1 AND key = $2) AS image,
+              (SELECT sequencer FROM image_tombstones WHERE source = $1 AND key = $2) AS tombstone`,
+      [source, key],
+    );
+    return { image: row?.image ?? undefined, tombstone: row?.tombstone ?? undefined };
+  }
+
   async listFailures(source?: string): Promise<IndexFailure[]> {
     const rows = await this.client.query<{ source: string; key: string; reason: string; failed_at: Date }>(
       'SELECT source, key, reason, failed_at FROM index_failures WHERE $1::text IS NULL OR source = $1 ORDER BY source, key',
@@ -307,4 +388,15 @@ async function hasHnswIndex(client: SqlClient): Promise<boolean> {
 
 function toSql(vector: Float32Array): string {
   return pgvector.toSql(Array.from(vector)) as string;
+}
+
+interface AppliedSequencers {
+  readonly image: string | undefined;
+  readonly tombstone: string | undefined;
+}
+
+function newest({ image, tombstone }: AppliedSequencers): string | undefined {
+  if (image === undefined) return tombstone;
+  if (tombstone === undefined) return image;
+  return compareSequencers(image, tombstone) >= 0 ? image : tombstone;
 }
