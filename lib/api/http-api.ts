@@ -1,3 +1,4 @@
+import busboy from 'busboy';
 import { z } from 'zod';
 import { describeError, InvalidInputError, TooLargeError, UnsupportedImageError } from '../core/errors';
 import type { DistanceMetric } from '../core/ports';
@@ -176,7 +177,18 @@ async function searchByImage(
   }
   let image: Uint8Array;
   let options: { n?: number | undefined; prefix?: string | undefined; metric?: DistanceMetric | undefined };
-  if (contentType === 'application/json') {
+  if (contentType === 'multipart/form-data') {
+    const form = await parseMultipart(request, { maxFiles: 1, maxFileBytes: deps.maxInlineImageBytes });
+    const file = form.files[0];
+    if (!file) {
+      throw new InvalidInputError('The form holds no file.', {
+        hint: 'Send the query image as a file part (for example: curl -F image=@photo.jpg).',
+      });
+    }
+    if (file.truncated) throw inlineTooLarge(deps, file.bytes.byteLength);
+    image = file.bytes;
+    options = queryOptions({ ...request, query: { ...request.query, ...form.fields } });
+  } else if (contentType === 'application/json') {
     const parsed = parseJson(body, searchJsonSchema);
     image =
       parsed.image !== undefined ? decodeBase64(parsed.image) : await readUpload(deps, parsed.uploadKey!);
@@ -189,22 +201,108 @@ async function searchByImage(
       hint: 'Send Content-Type image/jpeg, image/png, image/webp, image/gif or image/avif, or application/json with base64.',
     });
   }
-  if (image.byteLength > deps.maxInlineImageBytes) {
-    throw new TooLargeError(
-      `The image is ${image.byteLength} bytes; inline queries are limited to ${deps.maxInlineImageBytes} bytes.`,
-      {
-        hint: deps.uploads
-          ? 'Upload it first with POST /uploads, then POST /search {"uploadKey": ...}.'
-          : 'Send a smaller image.',
-      },
-    );
-  }
+  if (image.byteLength > deps.maxInlineImageBytes) throw inlineTooLarge(deps, image.byteLength);
   const hits = await deps.search.searchByImage(image, {
     limit: options.n,
     keyPrefix: options.prefix,
     metric: options.metric,
   });
   return json(200, await searchBody(deps, hits, options));
+}
+
+function inlineTooLarge(deps: ApiDependencies, bytes: number): TooLargeError {
+  return new TooLargeError(
+    `The image is ${bytes} bytes or more; inline queries are limited to ${deps.maxInlineImageBytes} bytes.`,
+    {
+      hint: deps.uploads
+        ? 'Upload it first with POST /uploads, then POST /search {"uploadKey": ...}.'
+        : 'Send a smaller image.',
+    },
+  );
+}
+
+export interface MultipartFile {
+  readonly field: string;
+  /** The file name the client sent (untrusted: never use it as a path unchecked). */
+  readonly filename: string;
+  readonly mimeType: string;
+  readonly bytes: Buffer;
+  /** True when the part was longer than maxFileBytes: `bytes` holds only the first maxFileBytes. */
+  readonly truncated: boolean;
+}
+
+export interface MultipartForm {
+  readonly files: readonly MultipartFile[];
+  /** Text fields; the last value wins when a name repeats. */
+  readonly fields: Readonly<Record<string, string>>;
+}
+
+/**
+ * Parse a buffered multipart/form-data body (busboy). Malformed bodies, a missing boundary and more
+ * files or fields than allowed are InvalidInputError; oversized parts are reported as truncated so the
+ * caller can name the limit it enforces.
+ */
+export function parseMultipart(
+  request: ApiRequest,
+  limits: { maxFiles: number; maxFileBytes: number },
+): Promise<MultipartForm> {
+  const malformed = (detail: string) =>
+    new InvalidInputError(`The multipart/form-data body is malformed: ${detail}.`, {
+      hint: 'Send a form with a file part (curl -F image=@photo.jpg), or the image itself as the body.',
+    });
+  return new Promise<MultipartForm>((resolve, reject) => {
+    let parser: busboy.Busboy;
+    try {
+      parser = busboy({
+        headers: { 'content-type': request.headers['content-type'] ?? '' },
+        limits: {
+          files: limits.maxFiles,
+          fileSize: limits.maxFileBytes,
+          fields: 20,
+          fieldSize: 4096,
+          parts: 40,
+        },
+      });
+    } catch (error) {
+      reject(
+        malformed(error instanceof Error ? error.message.toLowerCase().replace(/\.$/, '') : 'unreadable'),
+      );
+      return;
+    }
+    const files: MultipartFile[] = [];
+    const fields: Record<string, string> = {};
+    let tooMany: string | undefined;
+    parser.on('file', (field, stream, info) => {
+      const chunks: Buffer[] = [];
+      let truncated = false;
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('limit', () => (truncated = true));
+      stream.on('end', () =>
+        files.push({
+          field,
+          filename: info.filename ?? '',
+          mimeType: info.mimeType,
+          bytes: Buffer.concat(chunks),
+          truncated,
+        }),
+      );
+    });
+    parser.on('field', (name, value) => (fields[name] = value));
+    parser.on('filesLimit', () => (tooMany = `more than ${limits.maxFiles} file(s)`));
+    parser.on('fieldsLimit', () => (tooMany = 'too many fields'));
+    parser.on('partsLimit', () => (tooMany = 'too many parts'));
+    parser.on('error', (error: unknown) =>
+      reject(
+        malformed(error instanceof Error ? error.message.toLowerCase().replace(/\.$/, '') : 'unreadable'),
+      ),
+    );
+    parser.on('close', () => {
+      if (tooMany)
+        reject(new InvalidInputError(`The form holds ${tooMany}; send at most ${limits.maxFiles}.`));
+      else resolve({ files, fields });
+    });
+    parser.end(request.body ?? Buffer.alloc(0));
+  });
 }
 
 async function searchByKey(

@@ -13,6 +13,7 @@ import type { DistanceMetric } from '../core/ports';
 import { DEFAULT_RESULTS, MAX_RESULTS, MIN_RESULTS } from '../core/search';
 import { loadConfig, type Config } from '../runtime/config';
 import { openLocalEngine, openStore } from '../runtime/local';
+import { startLocalServer } from '../server/serve';
 import { printJson, progressBar, reportError, table } from './output';
 
 interface GlobalOptions {
@@ -294,6 +295,59 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
         } finally {
           await store.close();
         }
+      }),
+    );
+
+  program
+    .command('serve')
+    .description(
+      'Serve the search page and the HTTP API on 127.0.0.1 (PORT, default 3000); index the gallery folder in the background.',
+    )
+    .option('--port <port>', 'port (default: PORT or 3000; 0 picks a free one)')
+    .option('--host <address>', 'address to listen on (default: OMPF_HOST or 127.0.0.1)')
+    .option('--gallery <dir>', 'gallery folder (default: OMPF_GALLERY_DIR; created if missing)')
+    .action(
+      run(async (options: { port?: string; host?: string; gallery?: string }) => {
+        const cfg = loadConfig(
+          {
+            ...env,
+            ...(options.port === undefined ? {} : { PORT: options.port }),
+            ...(options.host === undefined ? {} : { OMPF_HOST: options.host }),
+            ...(options.gallery === undefined ? {} : { OMPF_GALLERY_DIR: options.gallery }),
+          },
+          program.opts<GlobalOptions>().model ? { model: program.opts<GlobalOptions>().model! } : {},
+        );
+        const log = (line: string) => process.stderr.write(`${line}\n`);
+        const bar = progressBar('downloading model (MB)', process.stderr.isTTY === true);
+        let received = 0;
+        const server = await startLocalServer(cfg, {
+          log,
+          ...(process.stderr.isTTY
+            ? {
+                progress: {
+                  start: (total: number | undefined) => bar.start(Math.round((total ?? 0) / 1e6)),
+                  advance: (bytes: number) => bar.update(Math.round((received += bytes) / 1e6)),
+                  stop: () => bar.stop(),
+                },
+              }
+            : {}),
+        });
+        if (json()) printJson({ url: server.url, gallery: server.gallery, model: server.engine.spec.id });
+        else {
+          say(`ompf is serving ${server.url}  (open it in a browser; Ctrl+C stops)`);
+          say(`  gallery ${server.gallery}  (drop images in; they are indexed in the background)`);
+          say(`  model ${server.engine.spec.id}, store ${cfg.databaseUrl ? 'PostgreSQL' : cfg.dataDir}`);
+        }
+        await new Promise<void>((resolve) => {
+          const stop = () => {
+            log('stopping: finishing the current batch (Ctrl+C again to quit at once)');
+            process.once('SIGINT', () => process.exit(130));
+            resolve();
+          };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+        await server.close();
       }),
     );
 

@@ -12,6 +12,9 @@ const envSchema = z.object({
   OMPF_MODELS_DIR: z.string().min(1).default(join(paths.cache, 'models')),
   OMPF_MODEL: z.string().min(1).default('resnet50'),
   OMPF_DATA_DIR: z.string().min(1).default(join(paths.data, 'store')),
+  OMPF_GALLERY_DIR: z.string().min(1).default(join(paths.data, 'gallery')),
+  PORT: integer(0, 65_535).default(3000),
+  OMPF_HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
@@ -31,6 +34,11 @@ export interface Config {
   readonly modelsDir: string;
   readonly model: string;
   readonly dataDir: string;
+  /** The local server's gallery folder: watched, indexed, and where uploads are written. */
+  readonly galleryDir: string;
+  /** The local server's port (0: any free port) and address (loopback unless set otherwise). */
+  readonly port: number;
+  readonly host: string;
   readonly databaseUrl: string | undefined;
   readonly maxImageBytes: number;
   readonly maxPixels: number;
@@ -59,6 +67,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     modelsDir: e.OMPF_MODELS_DIR,
     model: e.OMPF_MODEL,
     dataDir: e.OMPF_DATA_DIR,
+    galleryDir: e.OMPF_GALLERY_DIR,
+    port: e.PORT,
+    host: e.OMPF_HOST,
     databaseUrl: e.DATABASE_URL,
     maxImageBytes: e.OMPF_MAX_IMAGE_BYTES,
     maxPixels: e.OMPF_MAX_PIXELS,
