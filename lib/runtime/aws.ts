@@ -1,0 +1,279 @@
+import { S3Client } from '@aws-sdk/client-s3';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { z } from 'zod';
+import type { ApiDependencies } from '../api/http-api';
+import { databaseUrlFromSecret } from '../adapters/aws/secrets';
+import {
+  createApiHandler,
+  createIndexHandler,
+  createMigrateHandler,
+  type IndexerDependencies,
+  type MaintenanceResult,
+  type MigrationResult,
+  type Provider,
+} from '../adapters/aws/lambda';
+import { queryUploads, S3Objects } from '../adapters/aws/s3-objects';
+import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
+import { resolveModelSpec } from '../adapters/models/model-registry';
+import { PgVectorStore } from '../adapters/store/pg-vector-store';
+import { PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
+import { ConfigError } from '../core/errors';
+import { ObjectEventIndexer } from '../core/object-events';
+import { SearchService } from '../core/search';
+import { loadConfig, type Config } from './config';
+import { sharedEmbedder, storeOptions } from './local';
+
+/**
+ * The composition root for AWS Lambda: the only place the cloud adapters are chosen. Configuration is
+ * validated when a function module is imported (cold start), so a missing variable fails the
+ * container before any event; the S3 client, the database pool and the ONNX session are created once
+ * per container and reused by every invocation.
+ */
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const awsEnvSchema = z.object({
+  OMPF_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),
+  /** Secrets Manager secret with the database credentials (RDS JSON). Or DATABASE_URL. */
+  OMPF_DB_SECRET_ARN: z.string().min(1).optional(),
+  OMPF_DB_NAME: z.string().min(1).default('ompf'),
+  OMPF_DB_MAX_CONNECTIONS: integer(1, 20).default(2),
+  /** Presigned query uploads land here; the indexer never indexes keys under it. */
+  OMPF_UPLOADS_PREFIX: z
+    .string()
+    .regex(/^[^/].*\/$/, "a key prefix ending with '/', such as 'query-uploads/'")
+    .default('query-uploads/'),
+  OMPF_URL_TTL_SECONDS: integer(60, 43_200).default(900),
+  OMPF_UPLOAD_TTL_SECONDS: integer(60, 3_600).default(300),
+  /** Lambda's 6 MB payload holds about 4.5 MB of image once base64-encoded. */
+  OMPF_MAX_INLINE_IMAGE_BYTES: integer(1, 4_500_000).default(4_500_000),
+  /** An S3-compatible endpoint (tests, other clouds); path-style addressing. Unset on AWS. */
+  OMPF_S3_ENDPOINT: z.url().optional(),
+  /** Refuse to deploy on an older pgvector (the migrate step checks). */
+  OMPF_MIN_PGVECTOR: z
+    .string()
+    .regex(/^\d+\.\d+\.\d+$/, 'a version such as 0.8.2')
+    .default('0.8.2'),
+});
+
+export interface AwsConfig {
+  readonly base: Config;
+  readonly bucket: string;
+  readonly dbSecretArn: string | undefined;
+  readonly dbName: string;
+  readonly dbMaxConnections: number;
+  readonly uploadsPrefix: string;
+  readonly urlTtlSeconds: number;
+  readonly uploadTtlSeconds: number;
+  readonly maxInlineImageBytes: number;
+  readonly s3Endpoint: string | undefined;
+  readonly minPgvector: string;
+}
+
+/** Every variable checked at once; one ConfigError lists every problem. */
+export function loadAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
+  const problems: string[] = [];
+  let base: Config | undefined;
+  try {
+    base = loadConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...((error.context.problems as string[] | undefined) ?? [error.message]));
+  }
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = awsEnvSchema.safeParse(present);
+  if (!parsed.success) {
+    problems.push(...parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
+  }
+  if (parsed.success && base && !parsed.data.OMPF_DB_SECRET_ARN === !base.databaseUrl) {
+    problems.push('OMPF_DB_SECRET_ARN / DATABASE_URL: set exactly one of them');
+  }
+  if (problems.length > 0 || !parsed.success || !base) {
+    throw new ConfigError(`Invalid Lambda configuration: ${problems.join('; ')}.`, {
+      hint: 'The stack sets these variables; see "Deploy to AWS" in the README.',
+      context: { problems },
+    });
+  }
+  const e = parsed.data;
+  return {
+    base,
+    bucket: e.OMPF_BUCKET,
+    dbSecretArn: e.OMPF_DB_SECRET_ARN,
+    dbName: e.OMPF_DB_NAME,
+    dbMaxConnections: e.OMPF_DB_MAX_CONNECTIONS,
+    uploadsPrefix: e.OMPF_UPLOADS_PREFIX,
+    urlTtlSeconds: e.OMPF_URL_TTL_SECONDS,
+    uploadTtlSeconds: e.OMPF_UPLOAD_TTL_SECONDS,
+    maxInlineImageBytes: e.OMPF_MAX_INLINE_IMAGE_BYTES,
+    s3Endpoint: e.OMPF_S3_ENDPOINT,
+    minPgvector: e.OMPF_MIN_PGVECTOR,
+  };
+}
+
+export interface AwsClients {
+  readonly s3: S3Client;
+  readonly secrets: SecretsManagerClient;
+}
+
+export function createAwsClients(config: AwsConfig): AwsClients {
+  return {
+    s3: new S3Client(
+      config.s3Endpoint ? { endpoint: config.s3Endpoint, forcePathStyle: true, region: 'us-east-1' } : {},
+    ),
+    secrets: new SecretsManagerClient({}),
+  };
+}
+
+/** The database: DATABASE_URL when set, else the URL held in the Secrets Manager secret. */
+export async function openSqlClient(config: AwsConfig, clients: AwsClients): Promise<SqlClient> {
+  const url =
+    config.base.databaseUrl ??
+    (await databaseUrlFromSecret(clients.secrets, config.dbSecretArn!, config.dbName));
+  return PostgresSqlClient.connect(url, { maxConnections: config.dbMaxConnections });
+}
+
+/** What the indexer, the query API and the migrate step are built from; `sql` is opened once. */
+export interface AwsParts {
+  readonly config: AwsConfig;
+  readonly clients: AwsClients;
+  readonly sql: Provider<SqlClient>;
+}
+
+async function openStore(parts: AwsParts): Promise<PgVectorStore> {
+  const spec = resolveModelSpec(parts.config.base.model);
+  return PgVectorStore.open(await parts.sql(), storeOptions(spec, parts.config.base));
+}
+
+async function openModel(parts: AwsParts) {
+  const spec = resolveModelSpec(parts.config.base.model);
+  // The model first (from the layer, SHA-256 verified): a bad file fails before the store is touched.
+  const embedder = await sharedEmbedder(spec, parts.config.base);
+  const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
+    maxBytes: parts.config.base.maxImageBytes,
+    maxPixels: parts.config.base.maxPixels,
+  });
+  return { embedder, preprocessor };
+}
+
+export async function openIndexer(parts: AwsParts): Promise<IndexerDependencies> {
+  const { embedder, preprocessor } = await openModel(parts);
+  const store = await openStore(parts);
+  return {
+    indexer: new ObjectEventIndexer(store, embedder, preprocessor, {
+      ignorePrefixes: [parts.config.uploadsPrefix],
+    }),
+    reader: new S3Objects(parts.clients.s3, { maxBytes: parts.config.base.maxImageBytes }),
+  };
+}
+
+export async function openQueryApi(parts: AwsParts): Promise<ApiDependencies> {
+  const { config } = parts;
+  const { embedder, preprocessor } = await openModel(parts);
+  const store = await openStore(parts);
+  const objects = new S3Objects(parts.clients.s3, { maxBytes: config.base.maxImageBytes });
+  return {
+    search: new SearchService(store, embedder, preprocessor),
+    modelId: embedder.modelId,
+    source: config.bucket,
+    imageUrl: (key) => objects.presignGet(config.bucket, key, config.urlTtlSeconds),
+    maxInlineImageBytes: config.maxInlineImageBytes,
+    uploads: queryUploads(objects, {
+      bucket: config.bucket,
+      prefix: config.uploadsPrefix,
+      expiresInSeconds: config.uploadTtlSeconds,
+    }),
+  };
+}
+
+/** Apply the SQL migrations (the same files as the local mode) and check pgvector's version. */
+export async function runMigrations(parts: AwsParts): Promise<MigrationResult> {
+  const sql = await parts.sql();
+  const [table] = await sql.query<{ name: string | null }>(
+    "SELECT to_regclass('ompf_migrations')::text AS name",
+  );
+  const before = table?.name
+    ? await sql.query<{ version: number }>('SELECT version FROM ompf_migrations')
+    : [];
+  await openStore(parts);
+  // Move to the newest pgvector the server offers, then refuse one that is too old.
+  await sql.exec('ALTER EXTENSION vector UPDATE');
+  const [row] = await sql.query<{ version: string }>(
+    "SELECT extversion AS version FROM pg_extension WHERE extname = 'vector'",
+  );
+  const pgvector = row?.version ?? '0';
+  if (compareVersions(pgvector, parts.config.minPgvector) < 0) {
+    throw new ConfigError(`pgvector ${pgvector} is older than the required ${parts.config.minPgvector}.`, {
+      hint: 'Pick a newer PostgreSQL minor version for the database (see cdk.json), then deploy again.',
+    });
+  }
+  const after = await sql.query<{ version: number }>('SELECT version FROM ompf_migrations ORDER BY version');
+  const known = new Set(before.map((r) => r.version));
+  return { applied: after.map((r) => r.version).filter((v) => !known.has(v)), pgvector };
+}
+
+/** Build the ANN index once the store is large enough; forget tombstones older than `tombstoneDays`. */
+export async function runMaintenance(parts: AwsParts, tombstoneDays = 30): Promise<MaintenanceResult> {
+  const store = await openStore(parts);
+  const strategy = await store.optimise();
+  const prunedTombstones = await store.pruneTombstones(new Date(Date.now() - tombstoneDays * 86_400_000));
+  return { strategy, prunedTombstones };
+}
+
+export function compareVersions(a: string, b: string): number {
+  const x = a.split(/[.-]/).map((part) => Number.parseInt(part, 10) || 0);
+  const y = b.split(/[.-]/).map((part) => Number.parseInt(part, 10) || 0);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/**
+ * A value created on first use and kept for the container's life. A failure (database down at cold
+ * start) is not kept: the next invocation tries again.
+ */
+export function once<T>(create: () => Promise<T>): Provider<T> {
+  let value: Promise<T> | undefined;
+  return () => {
+    if (!value) {
+      value = create();
+      value.catch(() => {
+        value = undefined;
+      });
+    }
+    return value;
+  };
+}
+
+export function awsParts(
+  config: AwsConfig,
+  overrides: { clients?: AwsClients; sql?: Provider<SqlClient> } = {},
+): AwsParts {
+  const clients = overrides.clients ?? createAwsClients(config);
+  return { config, clients, sql: overrides.sql ?? once(() => openSqlClient(config, clients)) };
+}
+
+export const logger = new Logger({ serviceName: 'ompf' });
+
+/** The three Lambda handlers, each wired at module scope of its functions/ file. */
+export function indexImagesHandler(parts: AwsParts = awsParts(loadAwsConfig())) {
+  return createIndexHandler(
+    once(() => openIndexer(parts)),
+    logger,
+  );
+}
+
+export function searchHandler(parts: AwsParts = awsParts(loadAwsConfig())) {
+  return createApiHandler(
+    once(() => openQueryApi(parts)),
+    logger,
+  );
+}
+
+export function migrateHandler(parts: AwsParts = awsParts(loadAwsConfig())) {
+  return createMigrateHandler(
+    { migrate: () => runMigrations(parts), maintain: () => runMaintenance(parts) },
+    logger,
+  );
+}
