@@ -246,12 +246,26 @@ export function once<T>(create: () => Promise<T>): Provider<T> {
   };
 }
 
+const opened = new Set<Provider<SqlClient>>();
+
 export function awsParts(
   config: AwsConfig,
   overrides: { clients?: AwsClients; sql?: Provider<SqlClient> } = {},
 ): AwsParts {
   const clients = overrides.clients ?? createAwsClients(config);
-  return { config, clients, sql: overrides.sql ?? once(() => openSqlClient(config, clients)) };
+  let sql = overrides.sql;
+  if (!sql) {
+    sql = once(() => openSqlClient(config, clients));
+    opened.add(sql);
+  }
+  return { config, clients, sql };
+}
+
+/** Close the database pools this module opened (tests, or a runtime shutdown hook). */
+export async function closeAwsResources(): Promise<void> {
+  const providers = [...opened];
+  opened.clear();
+  await Promise.all(providers.map(async (sql) => (await sql().catch(() => undefined))?.close()));
 }
 
 export const logger = new Logger({ serviceName: 'ompf' });

@@ -57,8 +57,21 @@ export function createIndexHandler(
       else logger.info('object event applied', fields);
     }
   };
+  const loggedRecordHandler = async (record: SQSRecord): Promise<void> => {
+    try {
+      await recordHandler(record);
+    } catch (error) {
+      // The record goes back to the queue (and, after maxReceiveCount, to the dead-letter queue).
+      logger.error('record failed; it will be retried', {
+        messageId: record.messageId,
+        error: error as Error,
+        cause: describeCause(error),
+      });
+      throw error;
+    }
+  };
   return (event, context) =>
-    processPartialResponse(event, recordHandler, processor, { context, processInParallel: false });
+    processPartialResponse(event, loggedRecordHandler, processor, { context, processInParallel: false });
 }
 
 /** An API Gateway REST proxy event as the framework-independent ApiRequest. */
@@ -88,12 +101,12 @@ export function toApiRequest(event: APIGatewayProxyEvent): ApiRequest {
 }
 
 export function toProxyResult(response: ApiResponse): APIGatewayProxyResult {
-  const binary = Buffer.isBuffer(response.body);
+  const { body } = response;
   return {
     statusCode: response.status,
     headers: { ...response.headers, 'cache-control': 'no-store' },
-    body: binary ? (response.body).toString('base64') : (response.body),
-    isBase64Encoded: binary,
+    body: Buffer.isBuffer(body) ? body.toString('base64') : body,
+    isBase64Encoded: Buffer.isBuffer(body),
   };
 }
 
@@ -155,4 +168,11 @@ export function createMigrateHandler(
       Data: { applied: result.applied.join(','), pgvector: result.pgvector },
     };
   };
+}
+
+/** OmpfError's JSON form leaves its cause out; logs need it (the SDK or driver error behind it). */
+function describeCause(error: unknown): string | undefined {
+  const cause = (error as { cause?: unknown }).cause;
+  if (cause === undefined) return undefined;
+  return cause instanceof Error ? `${cause.name}: ${cause.message}` : JSON.stringify(cause);
 }
