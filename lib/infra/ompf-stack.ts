@@ -1,0 +1,488 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as snsSubscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import type { Construct } from 'constructs';
+import type { ModelSpec } from '../core/model-spec';
+import { modelLayer, nativeLayer, REPO_ROOT } from './packaging';
+import { UPLOADS_PREFIX, type StageConfig } from './stage-config';
+
+export interface OmpfStackProps extends StackProps {
+  readonly stage: string;
+  readonly config: StageConfig;
+  readonly model: ModelSpec;
+  /** Where the model file is read from at synth (checksum verified before it is packaged). */
+  readonly modelsDir: string;
+}
+
+/** Suffixes S3 notifies about (S3 suffix filters are case-sensitive, so both cases). */
+export const IMAGE_SUFFIXES = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.avif', '.tif', '.tiff'].flatMap(
+  (s) => [s, s.toUpperCase()],
+);
+
+const MIGRATIONS_DIR = join(REPO_ROOT, 'lib', 'adapters', 'store', 'migrations');
+const MODELS_MOUNT = '/opt/models';
+
+/**
+ * The cloud product: S3 bucket -> (ObjectCreated/ObjectRemoved) -> SQS (+ DLQ) -> indexing Lambda ->
+ * PostgreSQL + pgvector (RDS, private subnets), and API Gateway (API key, usage plan, throttling) ->
+ * query Lambda. The migrate step applies the SQL migrations on every deploy that changes them.
+ */
+export class OmpfStack extends Stack {
+  readonly bucket: s3.Bucket;
+  readonly queue: sqs.Queue;
+  readonly deadLetterQueue: sqs.Queue;
+  readonly indexer: NodejsFunction;
+  readonly query: NodejsFunction;
+  readonly migrator: NodejsFunction;
+  readonly database: rds.DatabaseInstance;
+  readonly api: apigw.RestApi;
+
+  constructor(scope: Construct, id: string, props: OmpfStackProps) {
+    super(scope, id, props);
+    const { config, stage, model } = props;
+    const destroy = config.removalPolicy === 'destroy';
+    const removalPolicy = destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    const architecture =
+      config.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
+    const retention = logRetention(config.logRetentionDays);
+
+    // --- network: private isolated subnets only (no NAT); S3 and Secrets Manager through endpoints ---
+    const network = new ec2.Vpc(this, 'Vpc', {
+      maxAzs: 2,
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'private', subnetType: ec2.SubnetType.PRIVATE_ISOLATED, cidrMask: 24 }],
+      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+    });
+    // aws-cdk-lib's classes do not satisfy their own interfaces under exactOptionalPropertyTypes
+    // (optional properties typed `T | undefined`), hence the casts to the interface types.
+    const vpc = network as unknown as ec2.IVpc;
+    network.addInterfaceEndpoint('SecretsManager', {
+      service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    });
+    network.addFlowLog('FlowLog', {
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogs', { retention, removalPolicy }),
+      ),
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+    });
+    const subnets = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+    const functionsSg = new ec2.SecurityGroup(this, 'FunctionsSg', {
+      vpc,
+      description: 'ompf Lambda functions',
+      allowAllOutbound: true,
+    });
+    const databaseSg = new ec2.SecurityGroup(this, 'DatabaseSg', {
+      vpc,
+      description: 'ompf PostgreSQL: reachable from the ompf functions only',
+      allowAllOutbound: false,
+    });
+    databaseSg.addIngressRule(
+      functionsSg,
+      ec2.Port.tcp(config.database.port),
+      'ompf functions to PostgreSQL',
+    );
+
+    // --- storage: the gallery bucket (private, encrypted, TLS only) and its access logs ---
+    const accessLogs = new s3.Bucket(this, 'AccessLogs', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      lifecycleRules: [{ expiration: Duration.days(Math.max(config.logRetentionDays, 1)) }],
+      removalPolicy,
+      autoDeleteObjects: destroy,
+    });
+    this.bucket = new s3.Bucket(this, 'Gallery', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      serverAccessLogsBucket: accessLogs as unknown as s3.IBucket,
+      serverAccessLogsPrefix: 'gallery/',
+      // Query images uploaded through POST /uploads are throw-away: gone after a day.
+      lifecycleRules: [{ id: 'expire-query-uploads', prefix: UPLOADS_PREFIX, expiration: Duration.days(1) }],
+      // Browsers PUT query images to presigned URLs and show results from presigned GET URLs.
+      cors: [
+        {
+          allowedMethods: [s3.HttpMethods.GET, s3.HttpMethods.PUT],
+          allowedOrigins: config.api.corsOrigins,
+          allowedHeaders: ['content-type'],
+          maxAge: 3600,
+        },
+      ],
+      removalPolicy,
+      autoDeleteObjects: destroy,
+    });
+
+    // --- events: S3 -> SQS (+ dead-letter queue) ---
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetters', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    const indexerTimeout = Duration.seconds(config.indexer.timeoutSeconds);
+    this.queue = new sqs.Queue(this, 'ObjectEvents', {
+      // AWS: at least six times the function timeout, plus the batching window.
+      visibilityTimeout: Duration.seconds(
+        6 * config.indexer.timeoutSeconds + config.indexer.batchingWindowSeconds,
+      ),
+      retentionPeriod: Duration.days(14),
+      maxMessageSizeBytes: 256 * 1024,
+      // SSE-SQS: S3 can publish to it (an AWS-managed KMS key would refuse S3's messages).
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: config.indexer.maxReceiveCount },
+    });
+    const destination = new s3n.SqsDestination(this.queue);
+    for (const suffix of IMAGE_SUFFIXES) {
+      for (const type of [
+        s3.EventType.OBJECT_CREATED,
+        s3.EventType.OBJECT_REMOVED,
+        s3.EventType.LIFECYCLE_EXPIRATION,
+      ]) {
+        this.bucket.addEventNotification(type, destination, { suffix });
+      }
+    }
+
+    // --- database: RDS for PostgreSQL with pgvector, private, encrypted, credentials in Secrets Manager ---
+    const engine = rds.DatabaseInstanceEngine.postgres({
+      version: rds.PostgresEngineVersion.of(
+        config.database.engineVersion,
+        config.database.engineVersion.split('.')[0]!,
+      ),
+    });
+    this.database = new rds.DatabaseInstance(this, 'Database', {
+      engine,
+      instanceType: new ec2.InstanceType(config.database.instanceType),
+      vpc,
+      vpcSubnets: subnets,
+      securityGroups: [databaseSg],
+      port: config.database.port,
+      credentials: rds.Credentials.fromGeneratedSecret('ompf_admin'),
+      databaseName: 'ompf',
+      allocatedStorage: config.database.allocatedStorageGiB,
+      maxAllocatedStorage: config.database.maxAllocatedStorageGiB,
+      storageType: rds.StorageType.GP3,
+      storageEncrypted: true,
+      multiAz: config.database.multiAz,
+      publiclyAccessible: false,
+      backupRetention: Duration.days(config.database.backupRetentionDays),
+      deletionProtection: !destroy,
+      removalPolicy: destroy ? RemovalPolicy.DESTROY : RemovalPolicy.SNAPSHOT,
+      autoMinorVersionUpgrade: true,
+      parameterGroup: new rds.ParameterGroup(this, 'DatabaseParameters', {
+        engine,
+        parameters: { 'rds.force_ssl': '1' },
+      }),
+      cloudwatchLogsExports: ['postgresql'],
+      cloudwatchLogsRetention: retention,
+    });
+    const secret = this.database.secret!;
+
+    // --- functions: native runtime and model as layers; code bundled by esbuild, locally ---
+    const native = nativeLayer(this, 'NativeLayer', architecture);
+    const modelFiles = modelLayer(this, 'ModelLayer', model, props.modelsDir);
+    const environment = {
+      OMPF_BUCKET: this.bucket.bucketName,
+      OMPF_DB_SECRET_ARN: secret.secretArn,
+      OMPF_DB_NAME: 'ompf',
+      OMPF_MODEL: model.id,
+      OMPF_MODELS_DIR: MODELS_MOUNT,
+      OMPF_UPLOADS_PREFIX: UPLOADS_PREFIX,
+      // The RDS certificate authorities, so TLS to the database is verified (sslmode=verify-full).
+      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      POWERTOOLS_SERVICE_NAME: `ompf-${stage}`,
+      POWERTOOLS_LOG_LEVEL: 'INFO',
+    };
+    const common = {
+      runtime: lambda.Runtime.NODEJS_24_X,
+      architecture,
+      vpc,
+      vpcSubnets: subnets,
+      securityGroups: [functionsSg],
+      projectRoot: REPO_ROOT,
+      depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+      bundling: {
+        format: OutputFormat.CJS,
+        target: 'node24',
+        minify: true,
+        sourceMap: true,
+        // In the native layer (/opt/nodejs/node_modules); everything else, the AWS SDK included, is bundled.
+        externalModules: ['onnxruntime-node', 'sharp'],
+        forceDockerBundling: false,
+        commandHooks: {
+          beforeBundling: () => [],
+          beforeInstall: () => [],
+          // The migrator reads its SQL files from <bundle>/migrations.
+          afterBundling: (inputDir: string, outputDir: string) => [
+            `cp -R "${join(inputDir, 'lib', 'adapters', 'store', 'migrations')}" "${join(outputDir, 'migrations')}"`,
+          ],
+        },
+      },
+    };
+    const fn = (
+      name: string,
+      entry: string,
+      memoryMiB: number,
+      timeout: Duration,
+      extra: Record<string, string>,
+      layers: lambda.ILayerVersion[],
+    ) =>
+      new NodejsFunction(this, name, {
+        ...common,
+        entry: join(REPO_ROOT, 'functions', entry),
+        handler: 'handler',
+        memorySize: memoryMiB,
+        timeout,
+        layers,
+        environment: {
+          ...environment,
+          // One intra-op thread per vCPU Lambda gives at this memory size (1,769 MB = 1 vCPU, at most 6).
+          OMPF_THREADS: String(Math.min(6, Math.max(1, Math.floor(memoryMiB / 1769)))),
+          ...extra,
+        },
+        logGroup: new logs.LogGroup(this, `${name}Logs`, { retention, removalPolicy }),
+      });
+
+    this.indexer = fn(
+      'IndexImages',
+      'index-images.ts',
+      config.indexer.memoryMiB,
+      indexerTimeout,
+      { OMPF_DB_MAX_CONNECTIONS: '2' },
+      [native, modelFiles],
+    );
+    this.indexer.addEventSource(
+      new SqsEventSource(this.queue, {
+        batchSize: config.indexer.batchSize,
+        maxBatchingWindow: Duration.seconds(config.indexer.batchingWindowSeconds),
+        reportBatchItemFailures: true,
+        maxConcurrency: config.indexer.maxConcurrency,
+      }),
+    );
+    this.bucket.grantRead(this.indexer);
+
+    this.query = fn(
+      'Search',
+      'search.ts',
+      config.query.memoryMiB,
+      Duration.seconds(config.query.timeoutSeconds),
+      { OMPF_DB_MAX_CONNECTIONS: '2', OMPF_URL_TTL_SECONDS: '900', OMPF_UPLOAD_TTL_SECONDS: '300' },
+      [native, modelFiles],
+    );
+    // Presigned GETs of gallery images, presigned PUTs and reads of query uploads: nothing more.
+    this.bucket.grantRead(this.query);
+    this.bucket.grantPut(this.query, `${UPLOADS_PREFIX}*`);
+
+    this.migrator = fn(
+      'Migrate',
+      'migrate.ts',
+      1024,
+      Duration.minutes(10),
+      { OMPF_MIN_PGVECTOR: config.database.minPgvector, OMPF_INDEX_BUILD_MEMORY: '512MB' },
+      [],
+    );
+    for (const f of [this.indexer, this.query, this.migrator]) secret.grantRead(f);
+
+    // --- schema: migrations applied on deploy (custom resource), maintenance every hour ---
+    const provider = new cr.Provider(this, 'MigrateProvider', {
+      onEventHandler: this.migrator,
+      logGroup: new logs.LogGroup(this, 'MigrateProviderLogs', { retention, removalPolicy }),
+    });
+    const schema = new CustomResource(this, 'Schema', {
+      serviceToken: provider.serviceToken,
+      properties: { migrations: migrationsHash(), model: model.id },
+    });
+    schema.node.addDependency(this.database);
+    // The functions start only once the schema exists.
+    this.indexer.node.addDependency(schema);
+    this.query.node.addDependency(schema);
+    new events.Rule(this, 'Maintenance', {
+      description: 'ompf: build the ANN index once the store is large enough; prune old tombstones',
+      schedule: events.Schedule.rate(Duration.hours(1)),
+      targets: [
+        new targets.LambdaFunction(this.migrator, {
+          event: events.RuleTargetInput.fromObject({ action: 'maintain' }),
+          retryAttempts: 0,
+        }),
+      ],
+    });
+
+    // --- API: REST API, API key + usage plan, throttled, JSON errors for gateway-made responses ---
+    const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy });
+    this.api = new apigw.RestApi(this, 'Api', {
+      restApiName: `ompf-${stage}`,
+      description: 'ompf image similarity search',
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      // Image bodies arrive base64-encoded in the proxy event (the adapter decodes them).
+      binaryMediaTypes: ['image/*'],
+      cloudWatchRole: true,
+      cloudWatchRoleRemovalPolicy: removalPolicy,
+      deployOptions: {
+        stageName: stage,
+        throttlingRateLimit: config.api.rateLimit,
+        throttlingBurstLimit: config.api.burstLimit,
+        loggingLevel: apigw.MethodLoggingLevel.ERROR,
+        dataTraceEnabled: false,
+        metricsEnabled: true,
+        accessLogDestination: new apigw.LogGroupLogDestination(accessLogGroup),
+        accessLogFormat: apigw.AccessLogFormat.jsonWithStandardFields(),
+      },
+      defaultMethodOptions: { apiKeyRequired: true },
+    });
+    const integration = new apigw.LambdaIntegration(this.query, { proxy: true });
+    const validator = this.api.addRequestValidator('Validator', {
+      validateRequestParameters: true,
+      validateRequestBody: true,
+    });
+    const method = (resource: apigw.IResource, verb: string, parameters: Record<string, boolean> = {}) =>
+      resource.addMethod(verb, integration, { requestValidator: validator, requestParameters: parameters });
+    method(this.api.root.addResource('search'), 'POST');
+    method(this.api.root.addResource('images').addResource('{key}').addResource('similar'), 'GET', {
+      'method.request.path.key': true,
+    });
+    method(this.api.root.addResource('uploads'), 'POST');
+    method(this.api.root.addResource('openapi.json'), 'GET');
+
+    const plan = this.api.addUsagePlan('UsagePlan', {
+      name: `ompf-${stage}`,
+      throttle: { rateLimit: config.api.rateLimit, burstLimit: config.api.burstLimit },
+      quota: { limit: config.api.quotaPerDay, period: apigw.Period.DAY },
+      apiStages: [{ api: this.api as unknown as apigw.IRestApi, stage: this.api.deploymentStage }],
+    });
+    const apiKey = this.api.addApiKey('ApiKey', { description: `ompf ${stage} API key` });
+    plan.addApiKey(apiKey);
+    const gatewayError = (code: string, message: string) => ({
+      'application/json': `{"error":{"code":"${code}","message":${message}}}`,
+    });
+    const responses: [string, apigw.ResponseType, string, string, string][] = [
+      ['Throttled', apigw.ResponseType.THROTTLED, '429', 'throttled', '"Too many requests: retry later."'],
+      [
+        'QuotaExceeded',
+        apigw.ResponseType.QUOTA_EXCEEDED,
+        '429',
+        'quota_exceeded',
+        '"The daily quota of this API key is used up."',
+      ],
+      [
+        'TooLarge',
+        apigw.ResponseType.REQUEST_TOO_LARGE,
+        '413',
+        'too_large',
+        '"The request is over 10 MB: upload the image with POST /uploads, then search by its key."',
+      ],
+      [
+        'Default4xx',
+        apigw.ResponseType.DEFAULT_4XX,
+        '',
+        'gateway_$context.error.responseType',
+        '$context.error.messageString',
+      ],
+      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, '', 'internal_error', '"Internal error."'],
+    ];
+    for (const [name, type, statusCode, code, message] of responses) {
+      this.api.addGatewayResponse(name, {
+        type,
+        ...(statusCode ? { statusCode } : {}),
+        responseHeaders: { 'Content-Type': "'application/json'" },
+        templates: gatewayError(code, message),
+      });
+    }
+
+    // --- alarms ---
+    const topic = new sns.Topic(this, 'Alarms', {
+      displayName: `ompf ${stage} alarms`,
+      enforceSSL: true,
+      masterKey: kms.Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+    });
+    if (config.alarms.email)
+      topic.addSubscription(new snsSubscriptions.EmailSubscription(config.alarms.email));
+    const alarm = (name: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
+      const a = new cloudwatch.Alarm(this, name, {
+        metric,
+        threshold,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarmDescription: description,
+      });
+      a.addAlarmAction(new cwActions.SnsAction(topic));
+      return a;
+    };
+    const fiveMinutes = { period: Duration.minutes(5) };
+    alarm(
+      'DeadLetterAlarm',
+      this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...fiveMinutes, statistic: 'Maximum' }),
+      1,
+      'Object events failed repeatedly and are in the dead-letter queue: read the indexer logs, fix, redrive.',
+    );
+    alarm(
+      'OldestMessageAlarm',
+      this.queue.metricApproximateAgeOfOldestMessage({ ...fiveMinutes, statistic: 'Maximum' }),
+      config.alarms.oldestMessageSeconds,
+      'Indexing is falling behind (or failing and retrying): the oldest object event is waiting too long.',
+    );
+    alarm('IndexerErrorsAlarm', this.indexer.metricErrors(fiveMinutes), 1, 'The indexing Lambda failed.');
+    alarm('SearchErrorsAlarm', this.query.metricErrors(fiveMinutes), 1, 'The query Lambda failed.');
+    alarm(
+      'MigrateErrorsAlarm',
+      this.migrator.metricErrors(fiveMinutes),
+      1,
+      'Migration or maintenance failed.',
+    );
+    alarm('Api5xxAlarm', this.api.metricServerError(fiveMinutes), 5, 'The API answered 5xx.');
+
+    // --- outputs: what a user needs to call it ---
+    const url = this.api.url.replace(/\/$/, '');
+    new CfnOutput(this, 'BucketName', {
+      value: this.bucket.bucketName,
+      description: 'Upload images here to index them',
+    });
+    new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL of the search API' });
+    new CfnOutput(this, 'ApiKeyId', { value: apiKey.keyId });
+    new CfnOutput(this, 'GetApiKeyCommand', {
+      value: `aws apigateway get-api-key --api-key ${apiKey.keyId} --include-value --query value --output text`,
+      description: 'Prints the API key to send as the x-api-key header',
+    });
+    new CfnOutput(this, 'SearchExample', {
+      value: `curl -sS -X POST -H "x-api-key: $OMPF_API_KEY" -H 'content-type: image/jpeg' --data-binary @query.jpg '${url}/search?n=10'`,
+    });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
+  }
+}
+
+function logRetention(days: number): logs.RetentionDays {
+  const allowed = Object.values(logs.RetentionDays).filter(
+    (v): v is number => typeof v === 'number' && v > 0,
+  );
+  const match = allowed.filter((v) => v >= days).sort((a, b) => a - b)[0];
+  return (match ?? logs.RetentionDays.TEN_YEARS) as logs.RetentionDays;
+}
+
+/** Changes when a migration file changes, so the custom resource runs again on deploy. */
+function migrationsHash(): string {
+  const hash = createHash('sha256');
+  for (const file of readdirSync(MIGRATIONS_DIR).sort()) {
+    hash.update(file).update(readFileSync(join(MIGRATIONS_DIR, file)));
+  }
+  return hash.digest('hex');
+}

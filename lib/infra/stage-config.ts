@@ -1,0 +1,63 @@
+import { z } from 'zod';
+
+/**
+ * Per-stage settings, kept in cdk.json under context "ompf:stages" and picked with `-c stage=NAME`.
+ * Validated once at synth: a typo fails `cdk synth` with every problem listed, not a deployment.
+ */
+const stageSchema = z.strictObject({
+  /** Built-in model name (resnet50, resnet50-int8, mobilenetv2-int8). */
+  model: z.string().min(1),
+  architecture: z.enum(['x86_64', 'arm64']),
+  removalPolicy: z.enum(['destroy', 'retain']),
+  logRetentionDays: z.number().int().positive(),
+  indexer: z.strictObject({
+    memoryMiB: z.number().int().min(1024).max(10_240),
+    timeoutSeconds: z.number().int().min(10).max(900),
+    batchSize: z.number().int().min(1).max(10_000),
+    batchingWindowSeconds: z.number().int().min(0).max(300),
+    /** Event source mapping maxConcurrency (2..1000): how many indexers may write to the database at once. */
+    maxConcurrency: z.number().int().min(2).max(1000),
+    maxReceiveCount: z.number().int().min(1).max(1000),
+  }),
+  query: z.strictObject({
+    memoryMiB: z.number().int().min(1024).max(10_240),
+    /** API Gateway REST integrations time out at 29 s. */
+    timeoutSeconds: z.number().int().min(3).max(29),
+  }),
+  api: z.strictObject({
+    rateLimit: z.number().positive(),
+    burstLimit: z.number().int().positive(),
+    quotaPerDay: z.number().int().positive(),
+    corsOrigins: z.array(z.string().min(1)).min(1),
+  }),
+  database: z.strictObject({
+    engineVersion: z.string().regex(/^1[67]\.\d+$/, 'PostgreSQL 16.x or 17.x'),
+    instanceType: z.string().regex(/^[a-z0-9]+\.[a-z0-9]+$/, 'such as t4g.micro'),
+    allocatedStorageGiB: z.number().int().min(20),
+    maxAllocatedStorageGiB: z.number().int().min(20),
+    multiAz: z.boolean(),
+    backupRetentionDays: z.number().int().min(1).max(35),
+    port: z.number().int().min(1150).max(65535),
+    minPgvector: z.string().regex(/^\d+\.\d+\.\d+$/),
+  }),
+  alarms: z.strictObject({
+    oldestMessageSeconds: z.number().int().positive(),
+    email: z.string().email().optional(),
+  }),
+});
+
+export type StageConfig = z.infer<typeof stageSchema>;
+
+export const UPLOADS_PREFIX = 'query-uploads/';
+
+export function parseStageConfig(stage: string, raw: unknown): StageConfig {
+  if (raw === undefined) {
+    throw new Error(`Unknown stage '${stage}': add it to "ompf:stages" in cdk.json.`);
+  }
+  const parsed = stageSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`Invalid settings for stage '${stage}' in cdk.json: ${problems.join('; ')}.`);
+  }
+  return parsed.data;
+}
