@@ -471,11 +471,12 @@ export class OmpfStack extends Stack {
 }
 
 function logRetention(days: number): logs.RetentionDays {
-  const allowed = Object.values(logs.RetentionDays).filter(
-    (v): v is number => typeof v === 'number' && v > 0,
-  );
-  const match = allowed.filter((v) => v >= days).sort((a, b) => a - b)[0];
-  return (match ?? logs.RetentionDays.TEN_YEARS) as logs.RetentionDays;
+  // RetentionDays is a numeric enum of days; pick the shortest allowed value that keeps `days`.
+  const allowed = (Object.values(logs.RetentionDays) as unknown[])
+    .filter((v): v is number => typeof v === 'number' && v > 0)
+    .sort((a, b) => a - b);
+  const match: number = allowed.find((v) => v >= days) ?? 3653;
+  return match;
 }
 
 /** Changes when a migration file changes, so the custom resource runs again on deploy. */
