@@ -8,17 +8,26 @@ import {
   resolveModelSpec,
 } from '../adapters/models/model-registry';
 import { InvalidInputError, NotFoundError } from '../core/errors';
-import { evaluateLeaveOneOut } from '../core/evaluation';
+import { EVAL_CONFIGS, findEvalConfigs } from '../core/evaluation';
+import { runEvaluation } from '../core/evaluation-runner';
 import type { DistanceMetric } from '../core/ports';
-import { DEFAULT_RESULTS, MAX_RESULTS, MIN_RESULTS } from '../core/search';
+import { DEFAULT_RESULTS, MAX_QUERY_EXPANSION, MAX_RESULTS, MIN_RESULTS } from '../core/search';
 import { loadConfig, type Config } from '../runtime/config';
-import { openLocalEngine, openStore } from '../runtime/local';
+import { openEvaluation, openLocalEngine, openStore } from '../runtime/local';
 import { startLocalServer } from '../server/serve';
 import { printJson, progressBar, reportError, table } from './output';
 
 interface GlobalOptions {
   model?: string;
   json?: boolean;
+}
+
+function parseQe(value: string): number {
+  const k = Number(value);
+  if (!/^\d{1,2}$/.test(value) || k > MAX_QUERY_EXPANSION) {
+    throw new InvalidArgumentError(`k must be a whole number from 0 to ${MAX_QUERY_EXPANSION}.`);
+  }
+  return k;
 }
 
 function parseN(value: string): number {
@@ -33,6 +42,14 @@ const metricOption = () =>
   new Option('--metric <metric>', "distance: cosine, or euclidean (the origin project's)")
     .choices(['cosine', 'euclidean'])
     .default('cosine');
+
+function findConfigs(names: readonly string[]): ReturnType<typeof findEvalConfigs> {
+  try {
+    return findEvalConfigs(names);
+  } catch (error) {
+    throw new InvalidInputError((error as Error).message, { hint: 'Run `ompf eval --help` for the list.' });
+  }
+}
 
 function say(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -124,12 +141,24 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
     .option('-s, --source <source>', 'gallery folder of --key when the key exists in several')
     .option('-n, --n <n>', `number of results, ${MIN_RESULTS}..${MAX_RESULTS}`, parseN, DEFAULT_RESULTS)
     .option('-p, --prefix <prefix>', 'only results whose key starts with this prefix')
+    .option(
+      '--qe <k>',
+      'alpha-query expansion with k neighbours, 0..10 (default: OMPF_QUERY_EXPANSION or 0)',
+      parseQe,
+    )
     .addOption(metricOption())
     .action(
       run(
         async (
           image: string | undefined,
-          options: { key?: string; source?: string; n: number; prefix?: string; metric: DistanceMetric },
+          options: {
+            key?: string;
+            source?: string;
+            n: number;
+            prefix?: string;
+            qe?: number;
+            metric: DistanceMetric;
+          },
         ) => {
           if ((image === undefined) === (options.key === undefined)) {
             throw new InvalidInputError('Give either an image file or --key, not both or neither.', {
@@ -140,7 +169,12 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
           const query = image === undefined ? undefined : await readQueryFile(image);
           const engine = await openLocalEngine(config());
           try {
-            const searchOptions = { limit: options.n, metric: options.metric, keyPrefix: options.prefix };
+            const searchOptions = {
+              limit: options.n,
+              metric: options.metric,
+              keyPrefix: options.prefix,
+              queryExpansion: options.qe,
+            };
             const hits = query
               ? await engine.search.searchByImage(query, searchOptions)
               : await engine.search.searchByKey({ key: options.key!, source: options.source }, searchOptions);
@@ -163,12 +197,16 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
   program
     .command('eval')
     .description(
-      'Leave-one-out retrieval quality on a labelled folder (one subfolder per class), in a throw-away store.',
+      'Leave-one-out retrieval quality on a labelled folder (one subfolder per class): Top-1/5/10, P@10, mAP and end-to-end query latency.',
     )
     .argument('<dir>', 'labelled folder: DIR/<class>/<image>')
     .addOption(metricOption())
+    .option(
+      '--compare [configs...]',
+      `compare configurations side by side (default: all of ${EVAL_CONFIGS.map((c) => c.name).join(', ')})`,
+    )
     .action(
-      run(async (dir: string, options: { metric: DistanceMetric }) => {
+      run(async (dir: string, options: { metric: DistanceMetric; compare?: true | string[] }) => {
         const cfg = config();
         const gallery = await scanGallery(dir, cfg.maxImageBytes);
         const labelled = gallery.items
@@ -179,70 +217,57 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
             hint: 'Lay images out as DIR/<class>/<image>.',
           });
         }
-        const engine = await openLocalEngine(cfg, { ephemeralStore: true });
-        try {
-          const bar = progressBar('embedding', !json());
-          bar.start(labelled.length);
-          const summary = await engine.indexing.indexAll(
-            gallery.root,
-            labelled.map((l) => l.item),
-            {
-              onProgress: (done) => bar.update(done),
-            },
+        const configs =
+          options.compare === undefined
+            ? [
+                {
+                  ...EVAL_CONFIGS[0]!,
+                  name: options.metric === 'cosine' ? 'plain' : 'euclidean',
+                  metric: options.metric,
+                },
+              ]
+            : options.compare === true
+              ? [...EVAL_CONFIGS]
+              : findConfigs(options.compare);
+        const evaluation = await openEvaluation(cfg);
+        const bar = progressBar('embedding', !json());
+        bar.start(labelled.length);
+        const report = await runEvaluation(evaluation, labelled, configs, (done) => bar.update(done));
+        bar.stop();
+        const first = report.rows[0]!;
+        if (json()) {
+          printJson(
+            options.compare === undefined
+              ? {
+                  model: report.model,
+                  metric: options.metric,
+                  ...first,
+                  failed: report.failed.length,
+                  embedSeconds: report.embedSeconds,
+                }
+              : report,
           );
-          bar.stop();
-          const failed = new Set(summary.failed.map((f) => f.key));
-          const metrics = await evaluateLeaveOneOut(
-            engine.store,
-            gallery.root,
-            labelled.filter((l) => !failed.has(l.item.key)).map((l) => ({ key: l.item.key, label: l.label })),
-            options.metric,
+        } else {
+          const f = (v: number) => v.toFixed(3);
+          say(`model ${report.model}, ${first.images} images in ${first.classes} classes, leave-one-out`);
+          say(
+            table(
+              ['config', 'Top-1', 'Top-5', 'Top-10', 'P@10', 'mAP', 'query p50 ms', 'p95 ms', 'what'],
+              report.rows.map((r) => [
+                r.config,
+                f(r.top1),
+                f(r.top5),
+                f(r.top10),
+                f(r.precisionAt10),
+                f(r.mAP),
+                r.queryMsP50,
+                r.queryMsP95,
+                r.description,
+              ]),
+            ),
           );
-          const result = {
-            model: engine.spec.id,
-            metric: options.metric,
-            ...metrics,
-            failed: summary.failed.length,
-            embedSeconds: summary.seconds,
-          };
-          if (json()) printJson(result);
-          else {
-            const pct = (v: number) => v.toFixed(3);
-            say(
-              table(
-                [
-                  'model',
-                  'metric',
-                  'images',
-                  'classes',
-                  'Top-1',
-                  'Top-5',
-                  'Top-10',
-                  'P@10',
-                  'mAP',
-                  'query p50 ms',
-                ],
-                [
-                  [
-                    result.model,
-                    result.metric,
-                    result.images,
-                    result.classes,
-                    pct(result.top1),
-                    pct(result.top5),
-                    pct(result.top10),
-                    pct(result.precisionAt10),
-                    pct(result.mAP),
-                    result.queryMsP50,
-                  ],
-                ],
-              ),
-            );
-            if (summary.failed.length > 0)
-              say(`${summary.failed.length} images could not be decoded and were left out.`);
-          }
-        } finally {
-          await engine.close();
+          if (report.failed.length > 0)
+            say(`${report.failed.length} images could not be decoded and were left out.`);
         }
       }),
     );

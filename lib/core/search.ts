@@ -1,14 +1,18 @@
 import { InvalidInputError, ModelMismatchError, NotFoundError } from './errors';
 import type { DistanceMetric, Embedder, ImagePreprocessor, Neighbour, VectorStore } from './ports';
+import { expandQuery } from './retrieval';
 
 export const MIN_RESULTS = 1;
 export const MAX_RESULTS = 100;
 export const DEFAULT_RESULTS = 10;
+export const MAX_QUERY_EXPANSION = 10;
 /** S3's own key limit; longer prefixes or keys cannot exist. */
 export const MAX_KEY_BYTES = 1024;
 
 export interface SearchOptions {
   readonly limit?: number | undefined;
+  /** alpha-query expansion with this many neighbours (0 = off, at most 10): a second, refined query. */
+  readonly queryExpansion?: number | undefined;
   readonly metric?: DistanceMetric | undefined;
   readonly keyPrefix?: string | undefined;
 }
@@ -26,6 +30,7 @@ export interface ImageRef {
 
 interface ValidSearchOptions {
   readonly limit: number;
+  readonly queryExpansion: number;
   readonly metric: DistanceMetric;
   readonly keyPrefix: string | undefined;
 }
@@ -42,6 +47,12 @@ export function validateSearchOptions(options: SearchOptions): ValidSearchOption
       },
     );
   }
+  const queryExpansion = options.queryExpansion ?? 0;
+  if (!Number.isInteger(queryExpansion) || queryExpansion < 0 || queryExpansion > MAX_QUERY_EXPANSION) {
+    throw new InvalidInputError(
+      `Query expansion must be a whole number from 0 to ${MAX_QUERY_EXPANSION}; got ${String(queryExpansion)}.`,
+    );
+  }
   const metric = options.metric ?? 'cosine';
   if (metric !== 'cosine' && metric !== 'euclidean') {
     throw new InvalidInputError(`Unknown distance metric '${String(metric)}'.`, {
@@ -49,7 +60,7 @@ export function validateSearchOptions(options: SearchOptions): ValidSearchOption
     });
   }
   if (options.keyPrefix !== undefined) validateKey(options.keyPrefix, 'prefix', { allowEmpty: true });
-  return { limit, metric, keyPrefix: options.keyPrefix || undefined };
+  return { limit, queryExpansion, metric, keyPrefix: options.keyPrefix || undefined };
 }
 
 export function validateKey(key: string, what = 'key', { allowEmpty = false } = {}): void {
@@ -70,6 +81,8 @@ export class SearchService {
     private readonly store: VectorStore,
     private readonly embedder: Embedder,
     private readonly preprocessor: ImagePreprocessor,
+    /** Applied when a request does not say (OMPF_QUERY_EXPANSION). */
+    private readonly defaults: { readonly queryExpansion: number } = { queryExpansion: 0 },
   ) {
     if (embedder.modelId !== store.modelId) {
       throw new ModelMismatchError(
@@ -80,7 +93,7 @@ export class SearchService {
   }
 
   async searchByImage(bytes: Uint8Array, options: SearchOptions = {}): Promise<SearchHit[]> {
-    const valid = validateSearchOptions(options);
+    const valid = validateSearchOptions(this.withDefaults(options));
     const image = await this.preprocessor.prepare(bytes);
     const [vector] = await this.embedder.embed([image]);
     if (!vector) throw new Error('The embedder returned no vector.');
@@ -89,7 +102,7 @@ export class SearchService {
 
   /** Uses the stored vector (no re-embedding) and leaves the image itself out of the results. */
   async searchByKey(ref: ImageRef, options: SearchOptions = {}): Promise<SearchHit[]> {
-    const valid = validateSearchOptions(options);
+    const valid = validateSearchOptions(this.withDefaults(options));
     validateKey(ref.key);
     const source = ref.source ?? (await this.uniqueSource(ref.key));
     const vector = await this.store.getEmbedding(source, ref.key);
@@ -109,12 +122,32 @@ export class SearchService {
     return sources[0]!;
   }
 
+  private withDefaults(options: SearchOptions): SearchOptions {
+    return { ...options, queryExpansion: options.queryExpansion ?? this.defaults.queryExpansion };
+  }
+
   private async nearest(
     vector: Float32Array,
     options: ValidSearchOptions,
     exclude: { source: string; key: string } | undefined,
   ): Promise<SearchHit[]> {
-    const neighbours = await this.store.nearest({ vector, ...options, exclude });
+    const query = { ...options, exclude };
+    let neighbours = await this.store.nearest({
+      ...query,
+      vector,
+      limit: Math.max(options.limit, options.queryExpansion),
+    });
+    if (options.queryExpansion > 0 && neighbours.length > 0) {
+      const expandWith = await Promise.all(
+        neighbours.slice(0, options.queryExpansion).map((n) => this.store.getEmbedding(n.source, n.key)),
+      );
+      const expanded = expandQuery(
+        vector,
+        expandWith.filter((v): v is Float32Array => v !== undefined),
+      );
+      neighbours = await this.store.nearest({ ...query, vector: expanded });
+    }
+    neighbours = neighbours.slice(0, options.limit);
     return neighbours.map((n) => ({ ...n, score: scoreOf(n.distance, options.metric) }));
   }
 }

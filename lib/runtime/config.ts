@@ -24,6 +24,9 @@ const envSchema = z.object({
   OMPF_THREADS: integer(0, 256).default(0),
   OMPF_BATCH_SIZE: integer(1, 256).default(8),
   OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
+  OMPF_FLIP: z.enum(['0', '1']).default('0'),
+  OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
+  OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
   OMPF_INDEX_BUILD_MEMORY: z
     .string()
     .regex(/^\d+(kB|MB|GB)$/, "a PostgreSQL memory size such as '512MB'")
@@ -46,6 +49,11 @@ export interface Config {
   readonly batchSize: number;
   readonly hnswMinRows: number;
   readonly indexBuildMemory: string;
+  /** Embedding transform (part of the stored model id; changing it means re-indexing). */
+  readonly flip: boolean;
+  readonly power: number;
+  /** Default alpha-query-expansion neighbours for searches; 0 = off. */
+  readonly queryExpansion: number;
 }
 
 /** Read and validate configuration once; every bad variable is reported in one error. */
@@ -77,6 +85,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     batchSize: e.OMPF_BATCH_SIZE,
     hnswMinRows: e.OMPF_HNSW_MIN_ROWS,
     indexBuildMemory: e.OMPF_INDEX_BUILD_MEMORY,
+    flip: e.OMPF_FLIP === '1',
+    power: e.OMPF_POWER,
+    queryExpansion: e.OMPF_QUERY_EXPANSION,
   };
   const defined = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return { ...config, ...defined };

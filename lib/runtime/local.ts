@@ -4,7 +4,10 @@ import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-re
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
 import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
+import type { EvaluationDependencies } from '../core/evaluation-runner';
 import { IndexingService } from '../core/indexing';
+import type { Embedder } from '../core/ports';
+import { TransformingEmbedder, transformSuffix } from '../core/retrieval';
 import type { ModelSpec } from '../core/model-spec';
 import { SearchService } from '../core/search';
 
@@ -16,7 +19,7 @@ export interface LocalEngine {
   readonly config: Config;
   readonly spec: ModelSpec;
   readonly store: PgVectorStore;
-  readonly embedder: OnnxEmbedder;
+  readonly embedder: Embedder;
   readonly preprocessor: SharpImagePreprocessor;
   readonly search: SearchService;
   readonly indexing: IndexingService;
@@ -56,9 +59,19 @@ export async function openSqlClient(config: Config, ephemeral = false): Promise<
     : PgliteSqlClient.open(config.dataDir);
 }
 
+/** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
+export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
+  return new TransformingEmbedder(base, { flip: config.flip, power: config.power }, spec.preprocess.cropSize);
+}
+
+/** The id stored with every vector: the model plus the embedding transform that produced it. */
+export function storedModelId(spec: ModelSpec, config: Config): string {
+  return `${spec.id}${transformSuffix({ flip: config.flip, power: config.power })}`;
+}
+
 export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
   return {
-    modelId: spec.id,
+    modelId: storedModelId(spec, config),
     dimension: spec.dimension,
     hnswMinRows: config.hnswMinRows,
     indexBuildMemory: config.indexBuildMemory,
@@ -79,10 +92,31 @@ export async function openStore(config: Config, options: OpenOptions = {}): Prom
   }
 }
 
+/** What `ompf eval` needs: the plain model, a preprocessor, and throw-away in-memory stores. */
+export async function openEvaluation(config: Config): Promise<EvaluationDependencies> {
+  const spec = resolveModelSpec(config.model);
+  const embedder = await sharedEmbedder(spec, config);
+  return {
+    embedder,
+    preprocessor: new SharpImagePreprocessor(spec.preprocess, {
+      maxBytes: config.maxImageBytes,
+      maxPixels: config.maxPixels,
+    }),
+    cropSize: spec.preprocess.cropSize,
+    batchSize: config.batchSize,
+    openStore: async (modelId, dimension) =>
+      PgVectorStore.open(await PgliteSqlClient.open(undefined), {
+        ...storeOptions(spec, config),
+        modelId,
+        dimension,
+      }),
+  };
+}
+
 export async function openLocalEngine(config: Config, options: OpenOptions = {}): Promise<LocalEngine> {
   const spec = resolveModelSpec(config.model);
   // The model first: a missing or altered file fails before any store is created for it.
-  const embedder = await sharedEmbedder(spec, config);
+  const embedder = productEmbedder(await sharedEmbedder(spec, config), spec, config);
   const store = await openStore(config, options);
   const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
     maxBytes: config.maxImageBytes,
@@ -94,7 +128,7 @@ export async function openLocalEngine(config: Config, options: OpenOptions = {})
     store,
     embedder,
     preprocessor,
-    search: new SearchService(store, embedder, preprocessor),
+    search: new SearchService(store, embedder, preprocessor, { queryExpansion: config.queryExpansion }),
     indexing: new IndexingService(store, embedder, preprocessor, { batchSize: config.batchSize }),
     close: () => store.close(),
   };

@@ -130,6 +130,23 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
     );
   });
 
+  it('applies query expansion on request, still excluding the query image', async () => {
+    const { hits } = (
+      await ompf(['--json', 'search', '--key', 'dolphin/2.jpg', '-n', '5', '--qe', '2'], env)
+    ).json<SearchJson>();
+    expect(hits).toHaveLength(5);
+    expect(hits.map((h) => h.key)).not.toContain('dolphin/2.jpg');
+    expect(hits[0]!.key.startsWith('dolphin/')).toBe(true);
+    const refused = await ompf(['search', '--key', 'dolphin/2.jpg', '--qe', '11'], env);
+    expect(refused.code).toBe(2);
+  });
+
+  it('treats a change of embedding transform like a change of model', async () => {
+    const result = await ompf(['search', '--key', 'dolphin/2.jpg'], { ...env, OMPF_FLIP: '1' });
+    expect(result.code).toBe(75);
+    expect(result.stderr).toMatch(/configured model is 'mobilenetv2-int8\+flip'/);
+  });
+
   it('prints a readable table by default', async () => {
     const result = await ompf(['search', photo('okapi', 30), '-n', '3'], env);
     expect(result.stdout).toMatch(/#\s+distance\s+score\s+key/);
@@ -173,10 +190,12 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
         OMPF_BATCH_SIZE: 'many',
         OMPF_MAX_PIXELS: '-1',
         DATABASE_URL: 'mysql://x',
+        OMPF_POWER: '2',
       });
       expect(result.code).toBe(78);
       expect(result.stderr).toMatch(/OMPF_MAX_PIXELS.*OMPF_BATCH_SIZE|OMPF_BATCH_SIZE.*OMPF_MAX_PIXELS/);
       expect(result.stderr).toMatch(/DATABASE_URL/);
+      expect(result.stderr).toMatch(/OMPF_POWER/);
     });
   });
 

@@ -2,32 +2,83 @@ import { ompf } from '../helpers/cli';
 import { CALTECH_DIR, MODELS_DIR, requirePath } from '../helpers/shared';
 
 /**
- * Retrieval quality guard. Measured on this data set (1,348 images, 20 classes) with
- * mobilenetv2-int8, cosine, leave-one-out: Top-1 0.918, Top-5 0.987, Top-10 0.995, P@10 0.862,
- * mAP 0.691 (see README). Thresholds sit a little below, so a real regression fails and int8
- * rounding differences between CPUs do not.
+ * Retrieval quality guards, set from measurement on this data set (1,348 images, 20 classes,
+ * mobilenetv2-int8, leave-one-out; README "Retrieval quality"):
+ *   plain (the default): Top-1 0.918, Top-5 0.987, Top-10 0.995, P@10 0.862, mAP 0.691
+ *   dba3:                Top-1 0.937, P@10 0.888, mAP 0.776
+ *   flip:                Top-1 0.926, mAP 0.703
+ * Thresholds sit a little below, so a real regression fails and int8 rounding differences between
+ * CPUs do not.
  */
-const THRESHOLDS = { top1: 0.9, top5: 0.97, top10: 0.985, precisionAt10: 0.84, mAP: 0.66 };
+const PLAIN_THRESHOLDS = { top1: 0.9, top5: 0.97, top10: 0.985, precisionAt10: 0.84, mAP: 0.66 };
+
+const env = { OMPF_MODELS_DIR: MODELS_DIR };
 
 describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
-  it('reports Top-k, P@10 and mAP above the thresholds set from measurement', async () => {
+  it('reports Top-k, P@10, mAP and latency for the default configuration, above the thresholds', async () => {
     // Act
     const result = await ompf(
       ['--json', '--model', 'mobilenetv2-int8', 'eval', requirePath(CALTECH_DIR, 'Dataset')],
-      {
-        OMPF_MODELS_DIR: MODELS_DIR,
-      },
+      env,
     );
     // Assess
     expect(result.code).toBe(0);
     const metrics = result.json<Record<string, number>>();
-    expect(metrics).toMatchObject({ images: 1348, classes: 20, failed: 0 });
-    for (const [metric, minimum] of Object.entries(THRESHOLDS)) {
+    expect(metrics).toMatchObject({
+      images: 1348,
+      classes: 20,
+      failed: 0,
+      model: 'mobilenetv2-int8',
+      metric: 'cosine',
+    });
+    for (const [metric, minimum] of Object.entries(PLAIN_THRESHOLDS)) {
       expect({ metric, value: metrics[metric] }).toEqual({ metric, value: expect.any(Number) });
       expect(metrics[metric]).toBeGreaterThanOrEqual(minimum);
     }
     // The floor, whatever the thresholds above say.
     expect(metrics.top1).toBeGreaterThanOrEqual(0.85);
     expect(metrics.precisionAt10).toBeGreaterThanOrEqual(0.75);
+    expect(metrics.queryMsP50).toBeGreaterThan(0);
+  });
+
+  it('compares configurations side by side; the measured improvements hold', async () => {
+    // Act
+    const result = await ompf(
+      [
+        '--json',
+        '--model',
+        'mobilenetv2-int8',
+        'eval',
+        CALTECH_DIR,
+        '--compare',
+        'plain',
+        'flip',
+        'dba3',
+        'qe1',
+      ],
+      env,
+    );
+    // Assess
+    expect(result.code).toBe(0);
+    const { rows } = result.json<{
+      rows: { config: string; top1: number; mAP: number; precisionAt10: number; queryMsP50: number }[];
+    }>();
+    expect(rows.map((r) => r.config)).toEqual(['plain', 'flip', 'dba3', 'qe1']);
+    const row = (name: string) => rows.find((r) => r.config === name)!;
+    expect(row('plain').top1).toBeGreaterThanOrEqual(PLAIN_THRESHOLDS.top1);
+    expect(row('dba3').mAP).toBeGreaterThanOrEqual(0.75);
+    expect(row('dba3').mAP - row('plain').mAP).toBeGreaterThan(0.05);
+    expect(row('flip').mAP).toBeGreaterThan(row('plain').mAP);
+    expect(row('qe1').precisionAt10).toBeGreaterThan(row('plain').precisionAt10);
+    rows.forEach((r) => expect(r.queryMsP50).toBeGreaterThan(0));
+  });
+
+  it('refuses an unknown configuration name', async () => {
+    const result = await ompf(
+      ['--model', 'mobilenetv2-int8', 'eval', CALTECH_DIR, '--compare', 'magic'],
+      env,
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/Unknown configuration 'magic'/);
   });
 });
