@@ -10,6 +10,8 @@ export interface OnnxSessionOptions {
   readonly threads: number;
   /** Images per inference call, capped by a batch dimension the graph fixes. */
   readonly batchSize: number;
+  /** Drop the classifier head and free the batch dimension (see exposeFeatureTensor). */
+  readonly featuresOnly?: boolean;
 }
 
 /**

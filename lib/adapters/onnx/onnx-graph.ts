@@ -25,10 +25,18 @@ const POOL_OPS = new Set([
 ]);
 const QUANTIZED_POOL_OPS = new Set(['QLinearGlobalAveragePool', 'QLinearAveragePool']);
 
-export function exposeFeatureTensor(
-  modelBytes: Uint8Array,
-  options: { featureTensor?: string | undefined; inputName?: string | undefined } = {},
-): ExposedGraph {
+export interface ExposeOptions {
+  readonly featureTensor?: string | undefined;
+  readonly inputName?: string | undefined;
+  /**
+   * Keep only the feature output (drop the classifier's outputs, so onnxruntime prunes the head) and
+   * free the batch dimension. Used by the benchmark to batch Caffe2-era graphs whose batch is fixed
+   * at 1 only by their classifier's Reshape.
+   */
+  readonly featuresOnly?: boolean;
+}
+
+export function exposeFeatureTensor(modelBytes: Uint8Array, options: ExposeOptions = {}): ExposedGraph {
   let model: onnx.ModelProto;
   try {
     model = onnx.ModelProto.decode(modelBytes);
@@ -81,6 +89,15 @@ export function exposeFeatureTensor(
   }
 
   const batchDim = input.type?.tensorType?.shape?.dim?.[0];
+  if (options.featuresOnly) {
+    graph.output = outputs.filter((o) => o.name === featureOutput);
+    // onnxruntime still runs nodes whose outputs nobody reads: drop everything the features do not need.
+    graph.node = nodesFeeding(nodes, featureOutput);
+    if (batchDim) {
+      batchDim.dimValue = undefined;
+      batchDim.dimParam = 'batch';
+    }
+  }
   const fixed = batchDim?.dimValue ? Number(batchDim.dimValue) : undefined;
   return {
     modelBytes: onnx.ModelProto.encode(model).finish(),
@@ -88,6 +105,20 @@ export function exposeFeatureTensor(
     inputName: input.name,
     fixedBatchSize: fixed !== undefined && fixed > 0 ? fixed : undefined,
   };
+}
+
+/** The nodes `output` depends on, in their original (topological) order. */
+function nodesFeeding(nodes: onnx.INodeProto[], output: string): onnx.INodeProto[] {
+  const needed = new Set([output]);
+  const kept = new Set<onnx.INodeProto>();
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const node = nodes[i]!;
+    if ((node.output ?? []).some((name) => needed.has(name))) {
+      kept.add(node);
+      for (const name of node.input ?? []) needed.add(name);
+    }
+  }
+  return nodes.filter((node) => kept.has(node));
 }
 
 function findFeatureProducer(nodes: onnx.INodeProto[], featureTensor: string | undefined): onnx.INodeProto {

@@ -188,7 +188,9 @@ export class PgVectorStore implements VectorStore {
               LIMIT $5`,
             params,
           )
-        : await this.client.transaction((tx) => this.nearestWithHnsw(tx, filter, params, query.limit));
+        : await this.client.transaction((tx) =>
+            this.nearestWithHnsw(tx, filter, params, query.efSearch ?? Math.max(100, query.limit * 2)),
+          );
     return rows.map((row) => ({
       source: row.source,
       key: row.key,
@@ -207,11 +209,11 @@ export class PgVectorStore implements VectorStore {
     tx: SqlExecutor,
     filter: string,
     params: unknown[],
-    limit: number,
+    efSearch: number,
   ): Promise<{ source: string; key: string; distance: number }[]> {
     await tx.query(
       "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-      [String(Math.min(1000, Math.max(100, limit * 2)))],
+      [String(Math.min(1000, Math.max(1, Math.round(efSearch))))],
     );
     return tx.query(
       `WITH candidates AS MATERIALIZED (
