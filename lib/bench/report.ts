@@ -1,0 +1,193 @@
+/** Render a benchmark result as Markdown tables and as an SVG chart. */
+export interface BenchResult {
+  readonly startedAt: string;
+  readonly mode: 'quick' | 'full';
+  readonly seconds: number;
+  readonly machine: {
+    cpu: string;
+    cores: number;
+    node: string;
+    onnxruntime: string;
+    sharp: string;
+    matMulGflops: Record<string, number>;
+  };
+  readonly inference: {
+    model: string;
+    batch: number;
+    threads: number;
+    imagesPerSecond: number;
+    msPerImage: number;
+    fractionOfCeiling: number | null;
+  }[];
+  readonly preprocessing: {
+    input: string;
+    concurrency: number;
+    imagesPerSecond: number;
+    msPerImage: number;
+  }[];
+  readonly pipeline: {
+    model: string;
+    images: number;
+    imagesPerSecond: number;
+    modelOnlyImagesPerSecond: number | null;
+    ratioToModelOnly: number | null;
+    peakRssMiB: number;
+  }[];
+  readonly store: Record<string, unknown>[];
+  readonly recall: Record<string, unknown>;
+  readonly localQuery: Record<string, unknown>[];
+  readonly peakRssMiB: Record<string, number>;
+}
+
+const fmt = (value: unknown): string => {
+  if (value === null || value === undefined) return '-';
+  if (typeof value === 'object') {
+    const p = value as { p50?: number; p95?: number; p99?: number };
+    if (p.p50 !== undefined) return `${p.p50} / ${p.p95} / ${p.p99}`;
+    return JSON.stringify(value);
+  }
+  return typeof value === 'string' ? value : JSON.stringify(value);
+};
+
+function markdownTable(headers: readonly string[], rows: readonly (readonly unknown[])[]): string {
+  return [
+    `| ${headers.join(' | ')} |`,
+    `|${headers.map(() => '---').join('|')}|`,
+    ...rows.map((row) => `| ${row.map(fmt).join(' | ')} |`),
+  ].join('\n');
+}
+
+export function toMarkdown(result: BenchResult): string {
+  const m = result.machine;
+  const sections = [
+    `### Benchmark (${result.mode}, ${result.startedAt}, ${Math.round(result.seconds)} s)`,
+    `Machine: ${m.cpu}, ${m.cores} cores; Node ${m.node}, onnxruntime ${m.onnxruntime}, sharp ${m.sharp}. ` +
+      `float32 MatMul (1024^3) through onnxruntime: ${m.matMulGflops.threads1} GFLOP/s on 1 thread, ` +
+      `${m.matMulGflops.threads2} GFLOP/s on 2: the ceiling for CNN inference.`,
+    '**Model-only inference** (images/s; fraction of the MatMul ceiling at the same thread count, ResNet50 at 8.2 GFLOP/image)',
+    markdownTable(
+      ['model', 'batch', 'threads', 'images/s', 'ms/image', 'of ceiling'],
+      result.inference.map((r) => [
+        r.model,
+        r.batch,
+        r.threads,
+        r.imagesPerSecond,
+        r.msPerImage,
+        r.fractionOfCeiling,
+      ]),
+    ),
+    '**Preprocessing** (decode + EXIF + resize + crop + normalise)',
+    markdownTable(
+      ['input', 'concurrency', 'images/s', 'ms/image'],
+      result.preprocessing.map((r) => [r.input, r.concurrency, r.imagesPerSecond, r.msPerImage]),
+    ),
+    '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8, 2 threads)',
+    markdownTable(
+      ['model', 'images', 'images/s', 'model-only images/s', 'ratio', 'peak RSS MiB'],
+      result.pipeline.map((r) => [
+        r.model,
+        r.images,
+        r.imagesPerSecond,
+        r.modelOnlyImagesPerSecond,
+        r.ratioToModelOnly,
+        r.peakRssMiB,
+      ]),
+    ),
+    '**Store at scale** (synthetic 2048-d unit vectors; latency p50 / p95 / p99 in ms for one top-10 query, embedding excluded)',
+    markdownTable(
+      [
+        'engine',
+        'vectors',
+        'insert rows/s',
+        'MiB per 10k',
+        'exact',
+        'HNSW build s',
+        'MiB per 10k with HNSW',
+        'HNSW ef 40',
+        'HNSW ef 100',
+        'HNSW ef 200',
+      ],
+      result.store.map((r) => {
+        const hnsw = (r.hnswMs ?? {}) as Record<string, unknown>;
+        return [
+          r.engine,
+          r.vectors,
+          r.insertRowsPerSecond,
+          r.tableMiBPer10k,
+          r.exactMs,
+          r.hnswBuildSeconds,
+          r.indexedMiBPer10k,
+          hnsw.ef40,
+          hnsw.ef100,
+          hnsw.ef200,
+        ];
+      }),
+    ),
+    `**HNSW recall@10 against exact** (real mobilenetv2-int8 embeddings of the labelled set, PostgreSQL): ${fmt(result.recall)}`,
+    '**Local query end to end** (decode + embed one photo + exact top-10 in PGlite over 10k vectors; ms p50 / p95 / p99)',
+    markdownTable(
+      ['model', 'dimension', 'decode + embed', 'end to end'],
+      result.localQuery.map((r) => [r.model, r.dimension, r.decodeAndEmbedMs, r.endToEndMs]),
+    ),
+    `**Peak RSS per stage** (MiB): ${Object.entries(result.peakRssMiB)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+  ];
+  return `${sections.join('\n\n')}\n`;
+}
+
+/** Two bar charts side by side: throughput (images/s) and query latency p50 (ms). */
+export function toSvg(result: BenchResult): string {
+  const throughput: [string, number][] = [
+    ...result.inference
+      .filter((r) => r.threads === 2 && r.batch === 8)
+      .map((r): [string, number] => [`${r.model} model-only`, r.imagesPerSecond]),
+    ...result.pipeline.map((r): [string, number] => [`${r.model} pipeline`, r.imagesPerSecond]),
+    ...result.preprocessing
+      .filter((r) => r.concurrency === 2)
+      .map((r): [string, number] => [`decode ${r.input.split(' (')[0]}`, r.imagesPerSecond]),
+  ];
+  const latency: [string, number][] = [
+    ...result.store.map((r): [string, number] => [
+      `${String(r.engine)} ${String(r.vectors)} exact`,
+      (r.exactMs as { p50: number }).p50,
+    ]),
+    ...result.store
+      .filter((r) => r.hnswMs)
+      .map((r): [string, number] => [
+        `${String(r.engine)} ${String(r.vectors)} HNSW ef100`,
+        (r.hnswMs as Record<string, { p50: number }>).ef100?.p50 ?? 0,
+      ]),
+    ...result.localQuery.map((r): [string, number] => [
+      `local query ${String(r.model)}`,
+      (r.endToEndMs as { p50: number }).p50,
+    ]),
+  ];
+  const chart = (title: string, unit: string, bars: [string, number][], x: number): string => {
+    const max = Math.max(1, ...bars.map(([, v]) => v));
+    const rows = bars
+      .map(([label, value], i) => {
+        const y = 40 + i * 26;
+        const width = (value / max) * 220;
+        return (
+          `<text x="${x}" y="${y + 14}" font-size="11">${escapeXml(label)}</text>` +
+          `<rect x="${x + 210}" y="${y + 2}" width="${width.toFixed(1)}" height="16" fill="#3b82f6"/>` +
+          `<text x="${x + 215 + width}" y="${y + 14}" font-size="11">${value} ${unit}</text>`
+        );
+      })
+      .join('');
+    return `<text x="${x}" y="24" font-size="14" font-weight="bold">${escapeXml(title)}</text>${rows}`;
+  };
+  const height = 60 + Math.max(throughput.length, latency.length) * 26;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="1040" height="${height}" font-family="sans-serif">` +
+    `<rect width="100%" height="100%" fill="white"/>` +
+    chart('Throughput (images/s, higher is better)', 'img/s', throughput, 10) +
+    chart('Query latency p50 (ms, lower is better)', 'ms', latency, 530) +
+    `</svg>\n`
+  );
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
+}

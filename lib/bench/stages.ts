@@ -1,0 +1,419 @@
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import { scanGallery } from '../adapters/fs/fs-gallery';
+import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
+import { BUILTIN_MODELS, readVerifiedModel } from '../adapters/models/model-registry';
+import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
+import { PgVectorStore } from '../adapters/store/pg-vector-store';
+import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
+import { IndexingService } from '../core/indexing';
+import { IMAGENET_PREPROCESS, type ModelSpec } from '../core/model-spec';
+import type { ImageRecord, PreparedImage } from '../core/ports';
+import { measureMatMulGflops } from './matmul';
+import { percentiles, round, syntheticVectors, timeRepeated, withPeakRss, type Percentiles } from './measure';
+
+export interface BenchSettings {
+  readonly quick: boolean;
+  readonly modelsDir: string;
+  readonly datasetDir: string;
+  /** PostgreSQL + pgvector to measure beside PGlite; skipped (and said so) when absent. */
+  readonly databaseUrl: string | undefined;
+  readonly log: (line: string) => void;
+}
+
+/** ResNet50 at 224 x 224: about 4.1 G multiply-accumulates per image. */
+export const RESNET50_GFLOP_PER_IMAGE = 8.2;
+
+/** light_resnet50.onnx: ResNet50 layers with constant weights, for speed only (meaningless outputs). */
+export const RESNET50_LAYERS: ModelSpec = {
+  id: 'resnet50-layers',
+  description: 'ResNet50 architecture with constant weights (benchmark only)',
+  file: 'light_resnet50.onnx',
+  sha256: '05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4',
+  urls: [],
+  dimension: 2048,
+  preprocess: IMAGENET_PREPROCESS,
+};
+
+const MOBILENET = BUILTIN_MODELS['mobilenetv2-int8']!;
+
+export async function machine(settings: BenchSettings) {
+  const minMs = settings.quick ? 1500 : 4000;
+  const gflops: Record<string, number> = {};
+  for (const threads of [1, 2])
+    gflops[`threads${threads}`] = round(await measureMatMulGflops(threads, 1024, minMs), 1);
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    node: process.version,
+    onnxruntime: ort.env.versions.common,
+    sharp: sharp.versions.sharp,
+    matMulGflops: gflops,
+  };
+}
+
+export async function inference(settings: BenchSettings, ceiling: Record<string, number>) {
+  const rows: {
+    model: string;
+    batch: number;
+    threads: number;
+    imagesPerSecond: number;
+    msPerImage: number;
+    fractionOfCeiling: number | null;
+  }[] = [];
+  const minMs = settings.quick ? 2000 : 5000;
+  for (const spec of [RESNET50_LAYERS, MOBILENET]) {
+    for (const threads of [1, 2]) {
+      const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
+        threads,
+        batchSize: 16,
+        featuresOnly: true,
+      });
+      for (const batch of [1, 8, 16]) {
+        const images = blankImages(batch);
+        const ms = await timeRepeated(() => embedder.embed(images), minMs);
+        const imagesPerSecond = (batch * 1000) / ms;
+        rows.push({
+          model: spec.id,
+          batch,
+          threads,
+          imagesPerSecond: round(imagesPerSecond, 1),
+          msPerImage: round(ms / batch, 1),
+          // int8 kernels are not bounded by the float32 rate: no fraction for MobileNetV2-int8.
+          fractionOfCeiling:
+            spec === RESNET50_LAYERS
+              ? round((imagesPerSecond * RESNET50_GFLOP_PER_IMAGE) / ceiling[`threads${threads}`]!, 3)
+              : null,
+        });
+        settings.log(`  ${spec.id} batch ${batch} threads ${threads}: ${round(ms / batch, 1)} ms/image`);
+      }
+      await embedder.close();
+    }
+  }
+  return rows;
+}
+
+export async function preprocessing(settings: BenchSettings) {
+  const smallFiles = (
+    await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9)
+  ).items.slice(0, 32);
+  const small = await Promise.all(smallFiles.map((item) => item.read()));
+  const large = await twelveMegapixelJpeg();
+  const preprocessor = new SharpImagePreprocessor(IMAGENET_PREPROCESS, { maxBytes: 1e9, maxPixels: 1e9 });
+  const minMs = settings.quick ? 2000 : 5000;
+  const rows: { input: string; concurrency: number; imagesPerSecond: number; msPerImage: number }[] = [];
+  for (const [input, images] of [
+    ['small JPEG (Caltech, about 300 x 200)', small],
+    ['12 MP JPEG (4000 x 3000)', [large]],
+  ] as const) {
+    for (const concurrency of [1, 2]) {
+      let next = 0;
+      const ms = await timeRepeated(
+        () =>
+          Promise.all(
+            Array.from({ length: concurrency }, () => preprocessor.prepare(images[next++ % images.length]!)),
+          ),
+        minMs,
+      );
+      rows.push({
+        input,
+        concurrency,
+        imagesPerSecond: round((concurrency * 1000) / ms, 1),
+        msPerImage: round(ms / concurrency, 1),
+      });
+    }
+  }
+  return rows;
+}
+
+export async function pipeline(
+  settings: BenchSettings,
+  modelOnly: { model: string; batch: number; threads: number; imagesPerSecond: number }[],
+) {
+  const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
+  const items = settings.quick ? gallery.items.slice(0, 320) : gallery.items;
+  const rows = [];
+  for (const spec of [MOBILENET, RESNET50_LAYERS]) {
+    const batchSize = 8;
+    const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
+      threads: 0,
+      batchSize,
+      featuresOnly: true,
+    });
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.open(client, {
+      modelId: spec.id,
+      dimension: spec.dimension,
+      hnswMinRows: 1e9,
+      indexBuildMemory: '256MB',
+    });
+    const indexing = new IndexingService(
+      store,
+      embedder,
+      new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 }),
+      {
+        batchSize,
+      },
+    );
+    const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
+    await store.close();
+    await embedder.close();
+    const imagesPerSecond = result.indexed / result.seconds;
+    const reference = modelOnly.find((r) => r.model === spec.id && r.batch === batchSize && r.threads === 2);
+    rows.push({
+      model: spec.id,
+      images: result.indexed,
+      imagesPerSecond: round(imagesPerSecond, 1),
+      modelOnlyImagesPerSecond: reference?.imagesPerSecond ?? null,
+      ratioToModelOnly: reference ? round(imagesPerSecond / reference.imagesPerSecond, 3) : null,
+      peakRssMiB,
+    });
+    settings.log(`  pipeline ${spec.id}: ${round(imagesPerSecond, 1)} images/s`);
+  }
+  return rows;
+}
+
+interface EngineTarget {
+  readonly engine: 'pglite' | 'postgresql';
+  connect(): Promise<SqlClient>;
+}
+
+function engines(settings: BenchSettings): EngineTarget[] {
+  const targets: EngineTarget[] = [{ engine: 'pglite', connect: () => PgliteSqlClient.open(undefined) }];
+  const url = settings.databaseUrl;
+  if (url) {
+    targets.push({
+      engine: 'postgresql',
+      connect: async () => {
+        const admin = PostgresSqlClient.connect(url);
+        await admin.exec('DROP SCHEMA IF EXISTS ompf_bench CASCADE; CREATE SCHEMA ompf_bench');
+        await admin.close();
+        const scoped = new URL(url);
+        scoped.searchParams.set('options', '-c search_path=ompf_bench,public');
+        return PostgresSqlClient.connect(scoped.toString());
+      },
+    });
+  }
+  return targets;
+}
+
+/**
+ * Query latency at scale on synthetic unit vectors (2048-d, ResNet50's size): bulk insert, size,
+ * exact top-10, HNSW build and top-10 at several ef_search (PostgreSQL), embedding excluded.
+ */
+export async function storeAtScale(settings: BenchSettings) {
+  const sizes = settings.quick ? [10_000] : [10_000, 100_000];
+  const queries = syntheticVectors(settings.quick ? 30 : 100, 2048, 99);
+  const rows = [];
+  for (const target of engines(settings)) {
+    for (const size of sizes) {
+      // PGlite at 100k x 2048: about 3 minutes of inserts and 1.8 s per exact query; only in --full.
+      const client = await target.connect();
+      const store = await PgVectorStore.recreate(client, {
+        modelId: 'bench',
+        dimension: 2048,
+        hnswMinRows: 1,
+        indexBuildMemory: '1GB',
+      });
+      const { result: insertSeconds, peakRssMiB } = await withPeakRss(() => bulkInsert(store, size, 2048));
+      const exact = await latency(store, queries, undefined);
+      const [sizeRow] = await client.query<{ bytes: string }>(
+        "SELECT pg_total_relation_size('images')::text AS bytes",
+      );
+      const row: Record<string, unknown> = {
+        engine: target.engine,
+        vectors: size,
+        insertSeconds: round(insertSeconds, 1),
+        insertRowsPerSecond: round(size / insertSeconds, 0),
+        tableMiBPer10k: round((Number(sizeRow?.bytes ?? 0) / 1024 / 1024) * (10_000 / size), 1),
+        exactMs: exact,
+        peakRssMiB,
+      };
+      if (target.engine === 'postgresql') {
+        const started = performance.now();
+        await store.optimise();
+        row.hnswBuildSeconds = round((performance.now() - started) / 1000, 1);
+        const [withIndex] = await client.query<{ bytes: string }>(
+          "SELECT pg_total_relation_size('images')::text AS bytes",
+        );
+        row.indexedMiBPer10k = round((Number(withIndex?.bytes ?? 0) / 1024 / 1024) * (10_000 / size), 1);
+        const hnsw: Record<string, Percentiles> = {};
+        for (const ef of [40, 100, 200]) hnsw[`ef${ef}`] = await latency(store, queries, ef);
+        row.hnswMs = hnsw;
+      }
+      settings.log(`  ${target.engine} ${size}: exact p50 ${exact.p50} ms`);
+      rows.push(row);
+      await store.close();
+    }
+  }
+  return rows;
+}
+
+/** Recall@10 of HNSW against exact search, on real embeddings of the labelled set (mobilenetv2-int8). */
+export async function recall(settings: BenchSettings) {
+  const url = settings.databaseUrl;
+  if (!url) return { skipped: 'no PostgreSQL configured (OMPF_BENCH_DATABASE_URL / OMPF_TEST_DATABASE_URL)' };
+  const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
+  const embedder = await OnnxEmbedder.load(MOBILENET, readVerifiedModel(MOBILENET, settings.modelsDir), {
+    threads: 0,
+    batchSize: 16,
+  });
+  const preprocessor = new SharpImagePreprocessor(MOBILENET.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
+  const records: ImageRecord[] = [];
+  for (let i = 0; i < gallery.items.length; i += 16) {
+    const batch = gallery.items.slice(i, i + 16);
+    const prepared = await Promise.all(batch.map(async (item) => preprocessor.prepare(await item.read())));
+    const vectors = await embedder.embed(prepared);
+    batch.forEach((item, j) =>
+      records.push({
+        source: 'bench',
+        key: item.key,
+        contentHash: '',
+        width: 0,
+        height: 0,
+        bytes: 0,
+        embedding: vectors[j]!,
+      }),
+    );
+  }
+  await embedder.close();
+  const target = engines(settings).find((t) => t.engine === 'postgresql')!;
+  const client = await target.connect();
+  const store = await PgVectorStore.recreate(client, {
+    modelId: 'recall',
+    dimension: 1280,
+    hnswMinRows: 1,
+    indexBuildMemory: '512MB',
+  });
+  await store.upsertMany(records);
+  const queries = records.filter((_, i) => i % 7 === 0);
+  const exact = await Promise.all(
+    queries.map((q) => store.nearest({ vector: q.embedding, limit: 10, metric: 'cosine' })),
+  );
+  await store.optimise();
+  const result: Record<string, number> = {};
+  for (const ef of [10, 20, 40, 100]) {
+    let found = 0;
+    for (let i = 0; i < queries.length; i++) {
+      const approximate = await store.nearest({
+        vector: queries[i]!.embedding,
+        limit: 10,
+        metric: 'cosine',
+        efSearch: ef,
+      });
+      const truth = new Set(exact[i]!.map((n) => n.key));
+      found += approximate.filter((n) => truth.has(n.key)).length;
+    }
+    result[`ef${ef}`] = round(found / (queries.length * 10), 4);
+  }
+  await store.close();
+  return { images: records.length, queries: queries.length, recallAt10: result };
+}
+
+/** End-to-end local query: decode + embed a real photo + exact search in PGlite over 10k vectors. */
+export async function localQuery(settings: BenchSettings) {
+  const photos = (await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9)).items.slice(
+    0,
+    20,
+  );
+  const rows = [];
+  for (const spec of [MOBILENET, RESNET50_LAYERS]) {
+    const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
+      threads: 0,
+      batchSize: 1,
+      featuresOnly: true,
+    });
+    const preprocessor = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.open(client, {
+      modelId: spec.id,
+      dimension: spec.dimension,
+      hnswMinRows: 1e9,
+      indexBuildMemory: '256MB',
+    });
+    await bulkInsert(store, 10_000, spec.dimension);
+    const embedMs: number[] = [];
+    const totalMs: number[] = [];
+    for (let i = 0; i < (settings.quick ? 20 : 60); i++) {
+      const bytes = await photos[i % photos.length]!.read();
+      const started = performance.now();
+      const [vector] = await embedder.embed([await preprocessor.prepare(bytes)]);
+      const embedded = performance.now();
+      await store.nearest({ vector: vector!, limit: 10, metric: 'cosine' });
+      embedMs.push(embedded - started);
+      totalMs.push(performance.now() - started);
+    }
+    rows.push({
+      model: spec.id,
+      dimension: spec.dimension,
+      vectors: 10_000,
+      decodeAndEmbedMs: percentiles(embedMs),
+      endToEndMs: percentiles(totalMs),
+    });
+    settings.log(`  local query ${spec.id}: p50 ${percentiles(totalMs).p50} ms`);
+    await store.close();
+    await embedder.close();
+  }
+  return rows;
+}
+
+async function bulkInsert(store: PgVectorStore, count: number, dimension: number): Promise<number> {
+  const started = performance.now();
+  const chunk = 500;
+  for (let start = 0; start < count; start += chunk) {
+    const vectors = syntheticVectors(Math.min(chunk, count - start), dimension, start + 7);
+    await store.upsertMany(
+      vectors.map((embedding, i) => ({
+        source: 'bench',
+        key: `k${String(start + i).padStart(7, '0')}`,
+        contentHash: '',
+        width: 0,
+        height: 0,
+        bytes: 0,
+        embedding,
+      })),
+    );
+  }
+  return (performance.now() - started) / 1000;
+}
+
+async function latency(
+  store: PgVectorStore,
+  queries: readonly Float32Array[],
+  efSearch: number | undefined,
+): Promise<Percentiles> {
+  await store.nearest({ vector: queries[0]!, limit: 10, metric: 'cosine', efSearch });
+  const samples: number[] = [];
+  for (const vector of queries) {
+    const started = performance.now();
+    await store.nearest({ vector, limit: 10, metric: 'cosine', efSearch });
+    samples.push(performance.now() - started);
+  }
+  return percentiles(samples);
+}
+
+function blankImages(count: number): PreparedImage[] {
+  return Array.from({ length: count }, (_, i) => ({
+    tensor: Float32Array.from({ length: 3 * 224 * 224 }, (_, j) => ((i + j) % 255) / 255 - 0.5),
+    width: 224,
+    height: 224,
+  }));
+}
+
+async function twelveMegapixelJpeg(): Promise<Buffer> {
+  // Noise compresses (and decodes) like a detailed photo; a flat colour would flatter the decoder.
+  const width = 4000;
+  const height = 3000;
+  const noise = Buffer.alloc(width * height * 3);
+  let state = 12345;
+  for (let i = 0; i < noise.length; i++) {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    noise[i] = (state >> 16) & 0xff;
+  }
+  return sharp(noise, { raw: { width, height, channels: 3 } })
+    .blur(2)
+    .jpeg({ quality: 90 })
+    .toBuffer();
+}

@@ -1,0 +1,49 @@
+import * as ort from 'onnxruntime-node';
+import { matMulModel } from '../../lib/bench/matmul';
+import { percentiles, syntheticVectors } from '../../lib/bench/measure';
+import { toMarkdown, toSvg, type BenchResult } from '../../lib/bench/report';
+
+describe('benchmark building blocks (speed is measured by `npm run bench`, never asserted)', () => {
+  it('the MatMul graph used for the GFLOP/s ceiling really multiplies matrices', async () => {
+    const session = await ort.InferenceSession.create(matMulModel(), { logSeverityLevel: 3 });
+    const a = new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [2, 2]);
+    const b = new ort.Tensor('float32', Float32Array.from([5, 6, 7, 8]), [2, 2]);
+    const { c } = await session.run({ a, b });
+    expect(Array.from(c!.data as Float32Array)).toEqual([19, 22, 43, 50]);
+    await session.release();
+  });
+
+  it('percentiles pick the nearest-rank sample', () => {
+    const samples = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentiles(samples)).toEqual({ p50: 51, p95: 96, p99: 100 });
+  });
+
+  it('synthetic vectors are unit length and reproducible', () => {
+    const [a] = syntheticVectors(1, 64, 5);
+    const [b] = syntheticVectors(1, 64, 5);
+    expect(a).toEqual(b);
+    expect(a!.reduce((sum, x) => sum + x * x, 0)).toBeCloseTo(1, 5);
+  });
+
+  it('renders a result as Markdown tables and an SVG chart', () => {
+    const result: BenchResult = {
+      startedAt: '2026-01-01T00:00:00.000Z',
+      mode: 'quick',
+      seconds: 1,
+      machine: { cpu: 'Test CPU', cores: 2, node: 'v20', onnxruntime: '1', sharp: '0', matMulGflops: { threads1: 100, threads2: 190 } },
+      inference: [{ model: 'resnet50-layers', batch: 8, threads: 2, imagesPerSecond: 25, msPerImage: 40, fractionOfCeiling: 1.08 }],
+      preprocessing: [{ input: 'small JPEG (x)', concurrency: 2, imagesPerSecond: 300, msPerImage: 3.3 }],
+      pipeline: [{ model: 'resnet50-layers', images: 10, imagesPerSecond: 24, modelOnlyImagesPerSecond: 25, ratioToModelOnly: 0.96, peakRssMiB: 500 }],
+      store: [{ engine: 'pglite', vectors: 10000, insertRowsPerSecond: 500, tableMiBPer10k: 40, exactMs: { p50: 180, p95: 190, p99: 200 } }],
+      recall: { skipped: 'none' },
+      localQuery: [{ model: 'm', dimension: 1280, decodeAndEmbedMs: { p50: 10, p95: 11, p99: 12 }, endToEndMs: { p50: 40, p95: 45, p99: 50 } }],
+      peakRssMiB: { machine: 100 },
+    };
+    const markdown = toMarkdown(result);
+    expect(markdown).toContain('| resnet50-layers | 8 | 2 | 25 | 40 | 1.08 |');
+    expect(markdown).toContain('| pglite | 10000 | 500 | 40 | 180 / 190 / 200 |');
+    const svg = toSvg(result);
+    expect(svg).toMatch(/^<svg[^>]+>/);
+    expect(svg).toContain('local query m');
+  });
+});
