@@ -53,7 +53,7 @@ export const OPENAPI_DOCUMENT = {
       post: {
         summary: 'Search by an image',
         description:
-          'The image as the body (image/* content type, up to the inline limit: about 4.5 MB in the cloud), or JSON with base64 "image", or JSON with the "uploadKey" of an image uploaded through POST /uploads.',
+          'The image as the body (image/* content type, up to the inline limit: about 4.5 MB in the cloud), or a multipart/form-data form with the image as a file part, or JSON with base64 "image", or JSON with the "uploadKey" of an image uploaded through POST /uploads.',
         parameters: searchParameters,
         requestBody: {
           required: true,
@@ -62,6 +62,18 @@ export const OPENAPI_DOCUMENT = {
             'image/png': { schema: { type: 'string', format: 'binary' } },
             'image/webp': { schema: { type: 'string', format: 'binary' } },
             'application/json': { schema: { $ref: '#/components/schemas/SearchRequest' } },
+            'multipart/form-data': {
+              schema: {
+                type: 'object',
+                description: 'one file part (the query image) and optional n, prefix, metric fields',
+                properties: {
+                  image: { type: 'string', format: 'binary' },
+                  n: { type: 'integer', minimum: 1, maximum: 100 },
+                  prefix: { type: 'string' },
+                  metric: { type: 'string', enum: ['cosine', 'euclidean'] },
+                },
+              },
+            },
           },
         },
         responses: {
@@ -100,6 +112,121 @@ export const OPENAPI_DOCUMENT = {
             content: { 'application/json': { schema: { $ref: '#/components/schemas/UploadTicket' } } },
           },
           '400': errorResponse('bad input'),
+        },
+      },
+    },
+    '/images/{key}': {
+      'x-ompf-runtime': 'local',
+      get: {
+        summary: 'The image file itself (local server), or a WebP thumbnail with ?w=',
+        parameters: [
+          keyParameter,
+          {
+            name: 'w',
+            in: 'query',
+            schema: { type: 'integer', minimum: 16, maximum: 1024 },
+            description: 'thumbnail width and height bound, in pixels',
+          },
+        ],
+        responses: {
+          '200': { description: 'the image bytes', content: { 'image/*': {} } },
+          '304': { description: 'not modified (If-None-Match)' },
+          '400': errorResponse('invalid key: "..", hidden or absolute paths, not an image extension'),
+          '404': errorResponse('no such image in the gallery'),
+        },
+      },
+      put: {
+        summary: 'Write an image into the gallery under this key (replacing it), then index it',
+        parameters: [keyParameter],
+        requestBody: {
+          required: true,
+          content: { 'image/*': { schema: { type: 'string', format: 'binary' } } },
+        },
+        responses: {
+          '202': {
+            description: 'written and queued for indexing',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/UploadedImage' } } },
+          },
+          '400': errorResponse('invalid key or empty body'),
+          '413': errorResponse('image over OMPF_MAX_IMAGE_BYTES'),
+          '415': errorResponse('not an image, or an unsupported format (HEIC)'),
+        },
+      },
+      delete: {
+        summary: 'Delete an image from the gallery folder and the index',
+        parameters: [keyParameter],
+        responses: {
+          '200': {
+            description: 'deleted',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  required: ['key', 'deleted', 'file', 'index'],
+                  properties: {
+                    key: { type: 'string' },
+                    deleted: { type: 'boolean' },
+                    file: { type: 'boolean', description: 'a file was deleted' },
+                    index: { type: 'boolean', description: 'an index entry was deleted' },
+                  },
+                },
+              },
+            },
+          },
+          '400': errorResponse('invalid key'),
+          '404': errorResponse('neither a file nor an index entry has this key'),
+        },
+      },
+    },
+    '/images': {
+      'x-ompf-runtime': 'local',
+      post: {
+        summary: 'Add images to the gallery (local server); they are indexed in the background',
+        description:
+          'multipart/form-data with up to 20 file parts and an optional "folder" field, or one image as the body with ?name=. Every file is decoded before any is written: a request adds all its images or none. A name already taken by other content gets a suffix (photo-2.jpg); identical content is reported as a duplicate.',
+        parameters: [
+          { name: 'folder', in: 'query', schema: { type: 'string' }, description: 'gallery sub-folder' },
+          { name: 'name', in: 'query', schema: { type: 'string' }, description: 'file name for a raw body' },
+        ],
+        requestBody: {
+          required: true,
+          content: {
+            'multipart/form-data': {
+              schema: {
+                type: 'object',
+                properties: {
+                  file: { type: 'array', items: { type: 'string', format: 'binary' } },
+                  folder: { type: 'string' },
+                },
+              },
+            },
+            'image/*': { schema: { type: 'string', format: 'binary' } },
+          },
+        },
+        responses: {
+          '200': {
+            description: 'every image was already in the gallery (duplicates)',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/UploadResult' } } },
+          },
+          '202': {
+            description: 'written and queued for indexing',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/UploadResult' } } },
+          },
+          '400': errorResponse('empty file, no file, invalid folder'),
+          '413': errorResponse('a file over OMPF_MAX_IMAGE_BYTES, or the request over its limit'),
+          '415': errorResponse('not an image, or an unsupported format (HEIC)'),
+        },
+      },
+    },
+    '/status': {
+      'x-ompf-runtime': 'local',
+      get: {
+        summary: 'Indexing progress of the local gallery: pending, indexed, failed with reasons',
+        responses: {
+          '200': {
+            description: 'status',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/Status' } } },
+          },
         },
       },
     },
@@ -145,7 +272,8 @@ export const OPENAPI_DOCUMENT = {
                 score: { type: 'number', minimum: 0, maximum: 1, description: '1 - cosineDistance / 2' },
                 url: {
                   type: 'string',
-                  description: 'where to fetch the image (short-lived presigned URL in the cloud)',
+                  description:
+                    'where to fetch the image: a short-lived presigned URL in the cloud, a path relative to the server (/images/{key}) locally',
                 },
               },
             },
@@ -167,6 +295,79 @@ export const OPENAPI_DOCUMENT = {
           method: { type: 'string', enum: ['PUT'] },
           headers: { type: 'object', additionalProperties: { type: 'string' } },
           expiresInSeconds: { type: 'integer' },
+        },
+      },
+      UploadedImage: {
+        type: 'object',
+        required: ['key', 'status', 'url'],
+        properties: {
+          key: {
+            type: 'string',
+            description: 'where the image was stored (a suffix is added on a name clash)',
+          },
+          status: { type: 'string', enum: ['queued', 'duplicate'] },
+          url: { type: 'string' },
+        },
+      },
+      UploadResult: {
+        type: 'object',
+        required: ['images'],
+        properties: { images: { type: 'array', items: { $ref: '#/components/schemas/UploadedImage' } } },
+      },
+      Status: {
+        type: 'object',
+        required: ['model', 'state', 'gallery', 'counts', 'failures', 'limits'],
+        properties: {
+          model: { type: 'string' },
+          state: {
+            type: 'string',
+            enum: ['starting', 'scanning', 'indexing', 'idle', 'retrying', 'stopped'],
+          },
+          gallery: { type: 'string', description: 'absolute path of the gallery folder' },
+          watching: { type: 'boolean' },
+          counts: {
+            type: 'object',
+            properties: {
+              pending: { type: 'integer' },
+              indexed: { type: 'integer' },
+              failed: { type: 'integer' },
+            },
+          },
+          processed: {
+            type: 'object',
+            description: 'work done since the server started',
+            properties: {
+              indexed: { type: 'integer' },
+              unchanged: { type: 'integer' },
+              removed: { type: 'integer' },
+              failed: { type: 'integer' },
+            },
+          },
+          failures: {
+            type: 'array',
+            description: 'the first 100 failures, by key',
+            items: {
+              type: 'object',
+              properties: {
+                key: { type: 'string' },
+                reason: { type: 'string' },
+                failedAt: { type: 'string', format: 'date-time' },
+              },
+            },
+          },
+          lastError: {
+            type: 'string',
+            description: 'set while indexing is paused by an infrastructure error',
+          },
+          limits: {
+            type: 'object',
+            properties: {
+              maxImageBytes: { type: 'integer' },
+              maxRequestBytes: { type: 'integer' },
+              maxResults: { type: 'integer' },
+              maxUploadFiles: { type: 'integer' },
+            },
+          },
         },
       },
       Error: {

@@ -185,8 +185,7 @@ export class IndexQueue {
         if (this.dirty.size === 0) {
           this.state = 'idle';
           this.releaseIdleWaiters();
-          await new Promise<void>((resolve) => (this.wake = resolve));
-          this.wake = undefined;
+          await this.sleep(Number.POSITIVE_INFINITY);
           continue;
         }
         this.state = 'indexing';
@@ -260,13 +259,16 @@ export class IndexQueue {
     for (const resolve of waiters) resolve();
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
+  /** Wait for `ms` or until woken (new work, close); returns at once when closed. */
+  private async sleep(ms: number): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(resolve, ms) : undefined;
       this.wake = () => {
         clearTimeout(timer);
         resolve();
       };
     });
+    this.wake = undefined;
   }
 }

@@ -1,0 +1,151 @@
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
+import { ConfigError, ModelFileError } from '../../lib/core/errors';
+import { loadConfig } from '../../lib/runtime/config';
+import { ensureModel, startLocalServer } from '../../lib/server/serve';
+import { MODELS_DIR, MOBILENET_FILE } from '../helpers/shared';
+import { call, photo, startTestServer, testConfig, workDir, type StatusBody } from './server-helpers';
+
+describe('local server: restarts', () => {
+  it('indexes files added and removes files deleted while it was down', async () => {
+    // Prepare
+    const work = workDir({
+      'a/1.jpg': photo('okapi', 1),
+      'a/2.jpg': photo('okapi', 2),
+      'b/1.jpg': photo('rhino', 1),
+    });
+    const first = await startTestServer(work);
+    const before = (await call(first, 'GET', '/status')).json<StatusBody>();
+    await first.close();
+    copyFileSync(photo('dolphin', 1), join(work.gallery, 'b', 'added-while-down.jpg'));
+    rmSync(join(work.gallery, 'a', '2.jpg'));
+    // Act
+    const second = await startTestServer(work);
+    try {
+      const after = (await call(second, 'GET', '/status')).json<StatusBody>();
+      const added = await call(
+        second,
+        'GET',
+        `/images/${encodeURIComponent('b/added-while-down.jpg')}/similar`,
+      );
+      const removed = await call(second, 'GET', `/images/${encodeURIComponent('a/2.jpg')}/similar`);
+      // Assess
+      expect(before.counts).toEqual({ pending: 0, indexed: 3, failed: 0 });
+      expect(after.counts).toEqual({ pending: 0, indexed: 3, failed: 0 });
+      expect(added.status).toBe(200);
+      expect(removed.status).toBe(404);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('creates a missing gallery folder and serves an empty index', async () => {
+    // Prepare
+    const work = workDir();
+    const gallery = join(work.dir, 'new', 'gallery');
+    // Act
+    const server = await startTestServer({ gallery, data: work.data });
+    try {
+      const status = (await call(server, 'GET', '/status')).json<StatusBody>();
+      const search = await call(server, 'POST', '/search', {
+        headers: { 'content-type': 'image/jpeg' },
+        body: readFileSync(photo('okapi', 1)),
+      });
+      // Assess
+      expect(existsSync(gallery)).toBe(true);
+      expect(status.counts).toEqual({ pending: 0, indexed: 0, failed: 0 });
+      expect(search.json()).toMatchObject({ hits: [] });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('explains a port already in use', async () => {
+    // Prepare
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    const work = workDir();
+    // Act
+    const act = startLocalServer(testConfig(work, { PORT: String(port) }));
+    // Assess
+    try {
+      await expect(act).rejects.toThrow(ConfigError);
+      await expect(act).rejects.toThrow(`Port ${port}`);
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+describe('local server: model setup', () => {
+  it('offline, refuses to start with a message saying how to place the file or pick another model', async () => {
+    // Prepare
+    const modelsDir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
+    const offline = (() => Promise.reject(new TypeError('fetch failed'))) as typeof fetch;
+    const work = workDir();
+    // Act
+    const act = startLocalServer(
+      loadConfig({
+        OMPF_MODELS_DIR: modelsDir,
+        OMPF_DATA_DIR: work.data,
+        OMPF_GALLERY_DIR: work.gallery,
+        PORT: '0',
+      }),
+      { fetchImpl: offline },
+    );
+    // Assess
+    const error = (await act.catch((e: unknown) => e)) as ModelFileError;
+    expect(error).toBeInstanceOf(ModelFileError);
+    expect(error.message).toContain("Could not download model 'resnet50'");
+    expect(error.hint).toContain(join(modelsDir, 'resnet50-v1-12.onnx'));
+    expect(error.hint).toContain('ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6');
+    expect(error.hint).toContain('mobilenetv2-int8');
+    expect(existsSync(work.data)).toBe(false);
+  });
+
+  it('online, downloads a missing model with progress and verifies its checksum', async () => {
+    // Prepare
+    const modelsDir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
+    const bytes = readFileSync(join(MODELS_DIR, MOBILENET_FILE));
+    const served = (() =>
+      Promise.resolve(
+        new Response(bytes, { headers: { 'content-length': String(bytes.length) } }),
+      )) as typeof fetch;
+    const lines: string[] = [];
+    const progress: number[] = [];
+    // Act
+    await ensureModel(
+      resolveModelSpec('mobilenetv2-int8'),
+      modelsDir,
+      (line) => lines.push(line),
+      { start: () => undefined, advance: (n) => progress.push(n), stop: () => undefined },
+      served,
+    );
+    // Assess
+    expect(readFileSync(join(modelsDir, MOBILENET_FILE)).equals(bytes)).toBe(true);
+    expect(progress.reduce((a, b) => a + b, 0)).toBe(bytes.length);
+    expect(lines.join('\n')).toMatch(/not installed .* downloading it \(4 MB\), SHA-256 verified/);
+  });
+
+  it('refuses a download whose checksum differs, installing nothing', async () => {
+    // Prepare
+    const modelsDir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
+    const tampered = (() => Promise.resolve(new Response(Buffer.from('not the model')))) as typeof fetch;
+    const quiet = { start: () => undefined, advance: () => undefined, stop: () => undefined };
+    // Act
+    const act = ensureModel(
+      resolveModelSpec('mobilenetv2-int8'),
+      modelsDir,
+      () => undefined,
+      quiet,
+      tampered,
+    );
+    // Assess
+    await expect(act).rejects.toThrow(ModelFileError);
+    expect(existsSync(join(modelsDir, MOBILENET_FILE))).toBe(false);
+  });
+});
