@@ -125,10 +125,28 @@ export function createApiHandler(
       response = fromError(error);
     }
     const fields = { method: event.httpMethod, resource: event.resource, status: response.status };
-    if (response.status >= 500) logger.error('request failed', { ...fields, body: response.body });
-    else logger.info('request', fields);
-    return toProxyResult(response);
+    if (response.status < 500) {
+      logger.info('request', fields);
+      return toProxyResult(response);
+    }
+    // The details of a server-side failure (host names, driver messages) go to the logs, not the client.
+    logger.error('request failed', { ...fields, body: response.body });
+    return toProxyResult(withoutInternals(response));
   };
+}
+
+function withoutInternals(response: ApiResponse): ApiResponse {
+  let code = 'internal_error';
+  try {
+    code = (JSON.parse(String(response.body)) as { error?: { code?: string } }).error?.code ?? code;
+  } catch {
+    // not JSON: keep the generic code
+  }
+  const message =
+    response.status === 503
+      ? 'A service the search depends on is unavailable; retry in a moment.'
+      : 'Internal error.';
+  return { ...response, body: JSON.stringify({ error: { code, message } }) };
 }
 
 export interface MigrationResult {
