@@ -151,7 +151,8 @@ function resultCard(hit, rank) {
   actions.append(open, remove);
   const bar = el('div', { className: 'bar' });
   const fill = el('span');
-  fill.style.width = `${Math.round(hit.score * 100)}%`;
+  // Cosine distance between photos is mostly 0..1: a bar of 1 - distance separates results better than the score.
+  fill.style.width = `${Math.round(Math.max(0, Math.min(1, 1 - hit.distance)) * 100)}%`;
   bar.append(fill);
   const meta = el('div', { className: 'meta' });
   meta.append(

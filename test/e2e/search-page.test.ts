@@ -1,0 +1,173 @@
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { LocalServer } from '../../lib/server/serve';
+import { eventually, photo, startTestServer, workDir } from '../server/server-helpers';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = resolve(__dirname, '..', '..', 'test-artifacts');
+const CLASSES = ['okapi', 'rhino', 'dolphin', 'Leopards', 'starfish'];
+const PER_CLASS = 8;
+
+/**
+ * The search page in a real headless Chromium (Debian's package, driven by playwright-core): pick a
+ * query image, see the grid, click through, change N and the prefix, add images, see failures.
+ */
+describe('search page (headless Chromium)', () => {
+  const gallery: Record<string, string> = {};
+  for (const cls of CLASSES) {
+    for (let i = 1; i <= PER_CLASS; i++) gallery[`${cls}/${i}.jpg`] = photo(cls, i);
+  }
+  const work = workDir(gallery);
+  writeFileSync(join(work.gallery, 'corrupt.png'), 'not really a png');
+  let server: LocalServer;
+  let context: BrowserContext;
+  let page: Page;
+  const pageErrors: string[] = [];
+  const foreignRequests: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(
+        `${CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium; .ci/run does).`,
+      );
+    }
+    server = await startTestServer(work);
+    context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'ompf-chromium-')), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--disable-quic',
+        '--no-first-run',
+      ],
+      viewport: { width: 1360, height: 900 },
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    page.on('request', (request) => {
+      const url = request.url();
+      if (!url.startsWith(server.url) && !url.startsWith('blob:') && !url.startsWith('data:')) {
+        foreignRequests.push(url);
+      }
+    });
+    await page.goto(server.url);
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+  });
+
+  const resultKeys = async (): Promise<string[]> => {
+    const cards = page.locator('#results .result');
+    const keys: string[] = [];
+    for (let i = 0, n = await cards.count(); i < n; i++)
+      keys.push((await cards.nth(i).getAttribute('data-key')) ?? '');
+    return keys;
+  };
+
+  it('shows the indexing status with counts and the failed file with its reason', async () => {
+    // Assess
+    await page
+      .getByTestId('count-indexed')
+      .filter({ hasText: String(CLASSES.length * PER_CLASS) })
+      .waitFor();
+    await page.getByTestId('count-failed').filter({ hasText: '1' }).waitFor();
+    await expectText(page.getByTestId('failures'), /corrupt\.png: .*not an image/i);
+    await expectText(page.locator('#status-pill'), /40 images indexed · 1 failed/);
+  });
+
+  it('searches by a picked image and shows its class first, nearest first, with distances', async () => {
+    // Act
+    await page.getByTestId('query-file').setInputFiles(photo('okapi', 30));
+    await page.locator('#results .result').nth(11).waitFor();
+    // Assess
+    const keys = await resultKeys();
+    expect(keys).toHaveLength(12);
+    expect(keys.slice(0, 5).every((key) => key.startsWith('okapi/'))).toBe(true);
+    const distances = (await page.locator('#results .result .distance').allTextContents()).map(Number);
+    expect(distances.every(Number.isFinite)).toBe(true);
+    expect([...distances].sort((a, b) => a - b)).toEqual(distances);
+    const thumbnail = page.locator('#results .result img').first();
+    await eventually(async () =>
+      expect(await thumbnail.evaluate((img: { naturalWidth: number }) => img.naturalWidth)).toBeGreaterThan(
+        0,
+      ),
+    );
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'search-page.png'), fullPage: true });
+  });
+
+  it('searches by a result when it is clicked, leaving that image out', async () => {
+    // Prepare
+    const clicked = (await resultKeys())[2]!;
+    // Act
+    await page.locator('#results .result').nth(2).locator('button.pick').click();
+    await page.locator('#query-caption').filter({ hasText: clicked }).waitFor();
+    await eventually(async () => expect(await resultKeys()).not.toContain(clicked));
+    // Assess
+    const keys = await resultKeys();
+    expect(keys[0]!.split('/')[0]).toBe(clicked.split('/')[0]);
+    expect(page.url()).toContain(`#key=${encodeURIComponent(clicked)}`);
+  });
+
+  it('honours N and the prefix filter', async () => {
+    // Act
+    await page.getByTestId('n').fill('5');
+    await page.getByTestId('n').dispatchEvent('change');
+    await eventually(async () => expect(await resultKeys()).toHaveLength(5));
+    await page.getByTestId('prefix').fill('rhino/');
+    // Assess
+    await eventually(async () => {
+      const keys = await resultKeys();
+      expect(keys).toHaveLength(5);
+      expect(keys.filter((key) => !key.startsWith('rhino/'))).toEqual([]);
+    });
+    await page.getByTestId('prefix').fill('');
+  });
+
+  it('explains an N out of range instead of searching', async () => {
+    // Act
+    await page.getByTestId('n').fill('500');
+    await page.getByTestId('n').dispatchEvent('change');
+    // Assess
+    await expectText(page.locator('#message'), /from 1 to 100/);
+    await page.getByTestId('n').fill('12');
+    await page.getByTestId('n').dispatchEvent('change');
+    await page.locator('#message').waitFor({ state: 'hidden' });
+  });
+
+  it('adds images to the gallery, refuses a non-image, and shows the new count', async () => {
+    // Prepare
+    const notAnImage = join(work.dir, 'notes.jpg');
+    writeFileSync(notAnImage, 'plain text pretending to be a JPEG');
+    await page.locator('#add-folder').fill('added');
+    // Act
+    await page.getByTestId('add-files').setInputFiles([photo('rhino', 40), notAnImage]);
+    // Assess
+    await expectText(page.locator('#uploads'), /queued ✓/);
+    await expectText(page.locator('#uploads'), /not an image/);
+    await page
+      .getByTestId('count-indexed')
+      .filter({ hasText: String(CLASSES.length * PER_CLASS + 1) })
+      .waitFor();
+    expect(existsSync(join(work.gallery, 'added', 'image_0040.jpg'))).toBe(true);
+    expect(existsSync(join(work.gallery, 'added', 'notes.jpg'))).toBe(false);
+  });
+
+  it('made no request beyond this server and threw no script error', () => {
+    expect(foreignRequests).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+});
+
+async function expectText(locator: ReturnType<Page['locator']>, pattern: RegExp): Promise<void> {
+  await eventually(async () => expect((await locator.textContent()) ?? '').toMatch(pattern));
+}
