@@ -31,43 +31,47 @@ describe('cdk synth (offline, two stages)', () => {
   const assets: Record<string, string> = {};
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-  it.each(['dev', 'prod'])('synthesizes stage %s', async (stage) => {
-    // Act
-    await run(
-      join(ROOT, 'node_modules', '.bin', 'cdk'),
-      [
-        'synth',
-        '-c',
-        `stage=${stage}`,
-        '-c',
-        'model=mobilenetv2-int8',
-        '-c',
-        `modelsDir=${MODELS_DIR}`,
-        '--no-notices',
-        '-q',
-        '-o',
-        out,
-      ],
-      { cwd: ROOT, env: { ...process.env, CDK_DISABLE_VERSION_CHECK: '1' }, maxBuffer: 64 * 1024 * 1024 },
-    );
-    // Assess
-    const template = JSON.parse(readFileSync(join(out, `Ompf-${stage}.template.json`), 'utf8')) as {
-      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
-    };
-    expect(
-      Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function').length,
-    ).toBeGreaterThanOrEqual(3);
-    const manifest = JSON.parse(readFileSync(join(out, `Ompf-${stage}.assets.json`), 'utf8')) as Manifest;
-    for (const file of Object.values(manifest.files)) {
-      const dir = join(out, file.source.path);
-      if (!statSync(dir).isDirectory()) continue; // the template itself
-      const entries = readdirSync(dir);
-      if (entries.includes('nodejs')) assets.native = dir;
-      else if (entries.includes('models')) assets.model = dir;
-      else if (entries.includes('index.js') && entries.includes('migrations')) assets.bundle = dir;
-    }
-    expect(Object.keys(assets).sort()).toEqual(['bundle', 'model', 'native']);
-  });
+  it.each(['dev', 'prod'])(
+    'synthesizes stage %s',
+    async (stage) => {
+      // Act
+      await run(
+        join(ROOT, 'node_modules', '.bin', 'cdk'),
+        [
+          'synth',
+          '-c',
+          `stage=${stage}`,
+          '-c',
+          'model=mobilenetv2-int8',
+          '-c',
+          `modelsDir=${MODELS_DIR}`,
+          '--no-notices',
+          '-q',
+          '-o',
+          out,
+        ],
+        { cwd: ROOT, env: { ...process.env, CDK_DISABLE_VERSION_CHECK: '1' }, maxBuffer: 64 * 1024 * 1024 },
+      );
+      // Assess
+      const template = JSON.parse(readFileSync(join(out, `Ompf-${stage}.template.json`), 'utf8')) as {
+        Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+      };
+      expect(
+        Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function').length,
+      ).toBeGreaterThanOrEqual(3);
+      const manifest = JSON.parse(readFileSync(join(out, `Ompf-${stage}.assets.json`), 'utf8')) as Manifest;
+      for (const file of Object.values(manifest.files)) {
+        const dir = join(out, file.source.path);
+        if (!statSync(dir).isDirectory()) continue; // the template itself
+        const entries = readdirSync(dir);
+        if (entries.includes('nodejs')) assets.native = dir;
+        else if (entries.includes('models')) assets.model = dir;
+        else if (entries.includes('index.js') && entries.includes('migrations')) assets.bundle = dir;
+      }
+      expect(Object.keys(assets).sort()).toEqual(['bundle', 'model', 'native']);
+    },
+    300_000,
+  ); // about 10 s per stage alone; much more on two cores shared with other suites
 
   it('fits Lambda: native layer + function bundle + the ResNet50 model stay under 250 MB unzipped', () => {
     const native = bytesUnder(assets.native!);
