@@ -44,6 +44,8 @@ export interface ApiDependencies {
   imageUrl(key: string): Promise<string>;
   /** Largest image accepted inline in a request body (Lambda: about 4.5 MB once base64-encoded). */
   readonly maxInlineImageBytes: number;
+  /** Told of every failure answered with a 5xx (for logs); the client sees no internals. */
+  readonly reportError?: (error: unknown, request: ApiRequest) => void;
   /** Query images too large to send inline: presigned upload, then POST /search with uploadKey. */
   readonly uploads?: {
     create(contentType: string): Promise<UploadTicket>;
@@ -126,7 +128,9 @@ export async function handleApiRequest(
       'See /openapi.json for the API.',
     );
   } catch (error) {
-    return fromError(error);
+    const response = fromError(error);
+    if (response.status >= 500) deps.reportError?.(error, request);
+    return response;
   }
 }
 

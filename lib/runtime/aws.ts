@@ -22,7 +22,7 @@ import { ConfigError } from '../core/errors';
 import { ObjectEventIndexer } from '../core/object-events';
 import { SearchService } from '../core/search';
 import { loadConfig, type Config } from './config';
-import { sharedEmbedder, storeOptions } from './local';
+import { productEmbedder, sharedEmbedder, storeOptions } from './local';
 
 /**
  * The composition root for AWS Lambda: the only place the cloud adapters are chosen. Configuration is
@@ -147,7 +147,8 @@ async function openStore(parts: AwsParts): Promise<PgVectorStore> {
 async function openModel(parts: AwsParts) {
   const spec = resolveModelSpec(parts.config.base.model);
   // The model first (from the layer, SHA-256 verified): a bad file fails before the store is touched.
-  const embedder = await sharedEmbedder(spec, parts.config.base);
+  // The same embedding transform as every runtime (flip / power), so stored ids match across runtimes.
+  const embedder = productEmbedder(await sharedEmbedder(spec, parts.config.base), spec, parts.config.base);
   const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
     maxBytes: parts.config.base.maxImageBytes,
     maxPixels: parts.config.base.maxPixels,
@@ -172,9 +173,15 @@ export async function openQueryApi(parts: AwsParts): Promise<ApiDependencies> {
   const store = await openStore(parts);
   const objects = new S3Objects(parts.clients.s3, { maxBytes: config.base.maxImageBytes });
   return {
-    search: new SearchService(store, embedder, preprocessor),
+    search: new SearchService(store, embedder, preprocessor, { queryExpansion: config.base.queryExpansion }),
     modelId: embedder.modelId,
     source: config.bucket,
+    reportError: (error, request) =>
+      logger.error('request failed', {
+        method: request.method,
+        path: request.rawPath,
+        error: error as Error,
+      }),
     imageUrl: (key) => objects.presignGet(config.bucket, key, config.urlTtlSeconds),
     maxInlineImageBytes: config.maxInlineImageBytes,
     uploads: queryUploads(objects, {

@@ -1,7 +1,7 @@
 import { PgVectorStore, type StoreOptions } from '../../lib/adapters/store/pg-vector-store';
 import { migrate } from '../../lib/adapters/store/migrator';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
-import { InvalidInputError, ModelMismatchError } from '../../lib/core/errors';
+import { DependencyUnavailableError, InvalidInputError, ModelMismatchError } from '../../lib/core/errors';
 import type { ImageRecord } from '../../lib/core/ports';
 import { l2Normalise } from '../../lib/core/vectors';
 import { TEST_DATABASE_URL } from '../helpers/shared';
@@ -392,5 +392,18 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     });
     expect(filtered).toHaveLength(4);
     expect(filtered.every((h) => h.key.startsWith('k/5'))).toBe(true);
+  });
+});
+
+describe('database outage', () => {
+  it('becomes a retryable DependencyUnavailableError whose message names no host or port', async () => {
+    // Prepare: nothing listens on this loopback port.
+    const client = PostgresSqlClient.connect('postgres://ompf:secret@127.0.0.1:1/none');
+    // Act
+    const attempt = client.query('SELECT 1');
+    // Assess
+    await expect(attempt).rejects.toBeInstanceOf(DependencyUnavailableError);
+    await expect(client.query('SELECT 1')).rejects.toThrow(/^The database is unreachable\.$/);
+    await client.close();
   });
 });

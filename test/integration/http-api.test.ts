@@ -234,13 +234,17 @@ describe('HTTP API contract (shared by the query Lambda and the local server)', 
   });
 
   it('answers 500 with no internals when something unexpected fails', async () => {
+    const reported: unknown[] = [];
     const broken: ApiDependencies = {
       ...deps,
+      reportError: (error) => reported.push(error),
       imageUrl: () => Promise.reject(new Error('ECONNREFUSED 10.0.0.5:5432 /var/task/secret.js')),
     };
     const response = await handleApiRequest(broken, request('GET', '/images/rhino%2F1.jpg/similar'));
     expect(response.status).toBe(500);
     expect(response.body).not.toMatch(/ECONNREFUSED|secret|10\.0\.0\.5/);
     expect(JSON.parse(response.body as string)).toMatchObject({ error: { code: 'internal_error' } });
+    // ... while the cause reaches the logs.
+    expect(String(reported[0])).toMatch(/ECONNREFUSED 10\.0\.0\.5/);
   });
 });

@@ -30,13 +30,53 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
       startedAt: '2026-01-01T00:00:00.000Z',
       mode: 'quick',
       seconds: 1,
-      machine: { cpu: 'Test CPU', cores: 2, node: 'v20', onnxruntime: '1', sharp: '0', matMulGflops: { threads1: 100, threads2: 190 } },
-      inference: [{ model: 'resnet50-layers', batch: 8, threads: 2, imagesPerSecond: 25, msPerImage: 40, fractionOfCeiling: 1.08 }],
+      machine: {
+        cpu: 'Test CPU',
+        cores: 2,
+        node: 'v20',
+        onnxruntime: '1',
+        sharp: '0',
+        matMulGflops: { threads1: 100, threads2: 190 },
+      },
+      inference: [
+        {
+          model: 'resnet50-layers',
+          batch: 8,
+          threads: 2,
+          imagesPerSecond: 25,
+          msPerImage: 40,
+          fractionOfCeiling: 1.08,
+        },
+      ],
       preprocessing: [{ input: 'small JPEG (x)', concurrency: 2, imagesPerSecond: 300, msPerImage: 3.3 }],
-      pipeline: [{ model: 'resnet50-layers', images: 10, imagesPerSecond: 24, modelOnlyImagesPerSecond: 25, ratioToModelOnly: 0.96, peakRssMiB: 500 }],
-      store: [{ engine: 'pglite', vectors: 10000, insertRowsPerSecond: 500, tableMiBPer10k: 40, exactMs: { p50: 180, p95: 190, p99: 200 } }],
+      pipeline: [
+        {
+          model: 'resnet50-layers',
+          images: 10,
+          imagesPerSecond: 24,
+          modelOnlyImagesPerSecond: 25,
+          ratioToModelOnly: 0.96,
+          peakRssMiB: 500,
+        },
+      ],
+      store: [
+        {
+          engine: 'pglite',
+          vectors: 10000,
+          insertRowsPerSecond: 500,
+          tableMiBPer10k: 40,
+          exactMs: { p50: 180, p95: 190, p99: 200 },
+        },
+      ],
       recall: { skipped: 'none' },
-      localQuery: [{ model: 'm', dimension: 1280, decodeAndEmbedMs: { p50: 10, p95: 11, p99: 12 }, endToEndMs: { p50: 40, p95: 45, p99: 50 } }],
+      localQuery: [
+        {
+          model: 'm',
+          dimension: 1280,
+          decodeAndEmbedMs: { p50: 10, p95: 11, p99: 12 },
+          endToEndMs: { p50: 40, p95: 45, p99: 50 },
+        },
+      ],
       peakRssMiB: { machine: 100 },
     };
     const markdown = toMarkdown(result);

@@ -31,7 +31,12 @@ describe('search options', () => {
   });
 
   it('defaults to 10 cosine results and accepts 1 and 100', () => {
-    expect(validateSearchOptions({})).toEqual({ limit: 10, metric: 'cosine', keyPrefix: undefined });
+    expect(validateSearchOptions({})).toEqual({
+      limit: 10,
+      queryExpansion: 0,
+      metric: 'cosine',
+      keyPrefix: undefined,
+    });
     expect(validateSearchOptions({ limit: 1 }).limit).toBe(1);
     expect(validateSearchOptions({ limit: 100 }).limit).toBe(100);
   });

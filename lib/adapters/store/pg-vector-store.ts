@@ -381,11 +381,11 @@ export class PgVectorStore implements VectorStore {
 }
 
 async function hasHnswIndex(client: SqlClient): Promise<boolean> {
-  const rows = await client.query('SELECT 1 FROM pg_indexes WHERE tablename = $1 AND indexname = $2', [
-    'images',
+  // to_regclass resolves through search_path: an index of the same name in another schema is not ours.
+  const [row] = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
     HNSW_INDEX,
   ]);
-  return rows.length > 0;
+  return row?.present === true;
 }
 
 function toSql(vector: Float32Array): string {

@@ -134,9 +134,12 @@ async function guard<T>(operation: () => Promise<T>): Promise<T> {
       (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) ||
       /Connection terminated|timeout exceeded when trying to connect/i.test(message)
     ) {
-      throw new DependencyUnavailableError(`The database is unreachable: ${message}`, {
+      // The driver's message names hosts and ports: it stays in `cause` (logs, OMPF_DEBUG), never in
+      // the message an API client sees.
+      throw new DependencyUnavailableError('The database is unreachable.', {
         cause: error,
         hint: 'Check that PostgreSQL is running and DATABASE_URL is right, then retry.',
+        ...(typeof code === 'string' ? { context: { code } } : {}),
       });
     }
     throw error;
