@@ -101,6 +101,7 @@ export function toMarkdown(result: BenchResult): string {
         'insert rows/s',
         'MiB per 10k',
         'exact',
+        'binary + re-rank (PGlite)',
         'HNSW build s',
         'MiB per 10k with HNSW',
         'HNSW ef 40',
@@ -115,6 +116,7 @@ export function toMarkdown(result: BenchResult): string {
           r.insertRowsPerSecond,
           r.tableMiBPer10k,
           r.exactMs,
+          r.binaryMs,
           r.hnswBuildSeconds,
           r.indexedMiBPer10k,
           hnsw.ef40,
@@ -123,7 +125,7 @@ export function toMarkdown(result: BenchResult): string {
         ];
       }),
     ),
-    `**HNSW recall@10 against exact** (real mobilenetv2-int8 embeddings of the labelled set, PostgreSQL): ${fmt(result.recall)}`,
+    `**Recall@10 against exact search** (real mobilenetv2-int8 embeddings of the labelled set: PGlite binary candidates, PostgreSQL HNSW): ${fmt(result.recall)}`,
     '**Local query end to end** (decode + embed one photo + exact top-10 in PGlite over 10k vectors; ms p50 / p95 / p99)',
     markdownTable(
       ['model', 'dimension', 'decode + embed', 'end to end'],
@@ -152,6 +154,12 @@ export function toSvg(result: BenchResult): string {
       `${String(r.engine)} ${String(r.vectors)} exact`,
       (r.exactMs as { p50: number }).p50,
     ]),
+    ...result.store
+      .filter((r) => r.binaryMs)
+      .map((r): [string, number] => [
+        `${String(r.engine)} ${String(r.vectors)} binary`,
+        (r.binaryMs as { p50: number }).p50,
+      ]),
     ...result.store
       .filter((r) => r.hnswMs)
       .map((r): [string, number] => [

@@ -231,6 +231,12 @@ export async function storeAtScale(settings: BenchSettings) {
         exactMs: exact,
         peakRssMiB,
       };
+      if (target.engine === 'pglite') {
+        const started = performance.now();
+        await store.optimise(); // centre + sign bits for binary candidates
+        row.binaryPrepareSeconds = round((performance.now() - started) / 1000, 1);
+        row.binaryMs = await latency(store, queries, undefined);
+      }
       if (target.engine === 'postgresql') {
         const started = performance.now();
         await store.optimise();
@@ -251,10 +257,11 @@ export async function storeAtScale(settings: BenchSettings) {
   return rows;
 }
 
-/** Recall@10 of HNSW against exact search, on real embeddings of the labelled set (mobilenetv2-int8). */
+/**
+ * Recall@10 against exact search on real embeddings of the labelled set (mobilenetv2-int8): HNSW on
+ * PostgreSQL at several ef_search, and PGlite's binary candidates re-ranked exactly.
+ */
 export async function recall(settings: BenchSettings) {
-  const url = settings.databaseUrl;
-  if (!url) return { skipped: 'no PostgreSQL configured (OMPF_BENCH_DATABASE_URL / OMPF_TEST_DATABASE_URL)' };
   const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
   const embedder = await OnnxEmbedder.load(MOBILENET, readVerifiedModel(MOBILENET, settings.modelsDir), {
     threads: 0,
@@ -279,6 +286,44 @@ export async function recall(settings: BenchSettings) {
     );
   }
   await embedder.close();
+  const queries = records.filter((_, i) => i % 7 === 0);
+  const recallOf = (found: readonly { key: string }[][], truth: readonly { key: string }[][]) =>
+    round(
+      found.reduce(
+        (sum, hits, i) => sum + hits.filter((h) => truth[i]!.some((t) => t.key === h.key)).length,
+        0,
+      ) /
+        (queries.length * 10),
+      4,
+    );
+
+  const lite = await PgliteSqlClient.open(undefined);
+  const liteStore = await PgVectorStore.open(lite, {
+    modelId: 'recall',
+    dimension: 1280,
+    hnswMinRows: 1e9,
+    indexBuildMemory: '256MB',
+    binaryMinRows: 1,
+  });
+  await liteStore.upsertMany(records);
+  const liteExact = await Promise.all(
+    queries.map((q) => liteStore.nearest({ vector: q.embedding, limit: 10, metric: 'cosine' })),
+  );
+  await liteStore.optimise();
+  const liteBinary = await Promise.all(
+    queries.map((q) => liteStore.nearest({ vector: q.embedding, limit: 10, metric: 'cosine' })),
+  );
+  await liteStore.close();
+  const binaryRecall = recallOf(liteBinary, liteExact);
+
+  const url = settings.databaseUrl;
+  if (!url)
+    return {
+      images: records.length,
+      queries: queries.length,
+      pgliteBinaryRecallAt10: binaryRecall,
+      hnsw: 'no PostgreSQL configured',
+    };
   const target = engines(settings).find((t) => t.engine === 'postgresql')!;
   const client = await target.connect();
   const store = await PgVectorStore.recreate(client, {
@@ -288,7 +333,6 @@ export async function recall(settings: BenchSettings) {
     indexBuildMemory: '512MB',
   });
   await store.upsertMany(records);
-  const queries = records.filter((_, i) => i % 7 === 0);
   const exact = await Promise.all(
     queries.map((q) => store.nearest({ vector: q.embedding, limit: 10, metric: 'cosine' })),
   );
@@ -309,7 +353,12 @@ export async function recall(settings: BenchSettings) {
     result[`ef${ef}`] = round(found / (queries.length * 10), 4);
   }
   await store.close();
-  return { images: records.length, queries: queries.length, recallAt10: result };
+  return {
+    images: records.length,
+    queries: queries.length,
+    pgliteBinaryRecallAt10: binaryRecall,
+    hnswRecallAt10: result,
+  };
 }
 
 /** End-to-end local query: decode + embed a real photo + exact search in PGlite over 10k vectors. */

@@ -76,7 +76,8 @@ export interface StoreStats {
   readonly failures: number;
   readonly sources: readonly { readonly source: string; readonly images: number }[];
   readonly engine: string;
-  readonly searchStrategy: 'exact' | 'hnsw';
+  /** exact scan; HNSW index (PostgreSQL); binary candidates re-ranked exactly (PGlite, large stores). */
+  readonly searchStrategy: 'exact' | 'hnsw' | 'binary';
 }
 
 /**
@@ -121,7 +122,7 @@ export interface VectorStore {
   pruneTombstones(before: Date): Promise<number>;
   listFailures(source?: string): Promise<IndexFailure[]>;
   /** Build or drop the ANN index to suit the current size and engine; call after bulk loads. */
-  optimise(): Promise<'exact' | 'hnsw'>;
+  optimise(): Promise<'exact' | 'hnsw' | 'binary'>;
   stats(): Promise<StoreStats>;
   close(): Promise<void>;
 }

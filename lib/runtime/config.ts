@@ -24,6 +24,7 @@ const envSchema = z.object({
   OMPF_THREADS: integer(0, 256).default(0),
   OMPF_BATCH_SIZE: integer(1, 256).default(8),
   OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
+  OMPF_BINARY_MIN_ROWS: integer(1, 1_000_000_000).default(2_000),
   OMPF_FLIP: z.enum(['0', '1']).default('0'),
   OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
   OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
@@ -48,6 +49,8 @@ export interface Config {
   readonly threads: number;
   readonly batchSize: number;
   readonly hnswMinRows: number;
+  /** PGlite: binary candidates + exact re-ranking from this many images on. */
+  readonly binaryMinRows: number;
   readonly indexBuildMemory: string;
   /** Embedding transform (part of the stored model id; changing it means re-indexing). */
   readonly flip: boolean;
@@ -84,6 +87,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     threads: e.OMPF_THREADS,
     batchSize: e.OMPF_BATCH_SIZE,
     hnswMinRows: e.OMPF_HNSW_MIN_ROWS,
+    binaryMinRows: e.OMPF_BINARY_MIN_ROWS,
     indexBuildMemory: e.OMPF_INDEX_BUILD_MEMORY,
     flip: e.OMPF_FLIP === '1',
     power: e.OMPF_POWER,

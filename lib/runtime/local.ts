@@ -74,6 +74,7 @@ export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
     modelId: storedModelId(spec, config),
     dimension: spec.dimension,
     hnswMinRows: config.hnswMinRows,
+    binaryMinRows: config.binaryMinRows,
     indexBuildMemory: config.indexBuildMemory,
   };
 }

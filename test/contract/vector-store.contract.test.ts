@@ -90,7 +90,7 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const versions = await client.query<{ version: number }>(
       'SELECT version FROM ompf_migrations ORDER BY version',
     );
-    expect(versions.map((v) => v.version)).toEqual([1, 2]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
   });
@@ -392,6 +392,42 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     });
     expect(filtered).toHaveLength(4);
     expect(filtered.every((h) => h.key.startsWith('k/5'))).toBe(true);
+  });
+});
+
+describe('binary candidates with exact re-ranking (PGlite, large stores)', () => {
+  it('switches to binary candidates past the threshold and still returns exact top-N, filters included', async () => {
+    // Prepare: 300 vectors in 8 directions, 40 more after the switch.
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
+    const vectors = Array.from({ length: 340 }, (_, i) => direction(i % DIM, ((i * 7) % 13) / 20));
+    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    await store.upsertMany(vectors.slice(0, 300).map((v, i) => record(key(i), v)));
+    const exactBefore = await store.nearest({ vector: direction(3, 0.1), limit: 10, metric: 'cosine' });
+    // Act
+    expect(await store.optimise()).toBe('binary');
+    await store.upsertMany(vectors.slice(300).map((v, i) => record(key(300 + i), v)));
+    // Assess: the same answer as the exact scan, rows added after the switch are found,
+    // a prefix filter still yields N rows, and a reopened store keeps the strategy.
+    const binary = await store.nearest({ vector: direction(3, 0.1), limit: 10, metric: 'cosine' });
+    const added = binary.filter((h) => Number(h.key.slice(2, 5)) >= 300);
+    expect(binary.filter((h) => Number(h.key.slice(2, 5)) < 300).map((h) => h.key)).toEqual(
+      exactBefore.map((h) => h.key).slice(0, 10 - added.length),
+    );
+    const [late] = await store.nearest({
+      vector: vectors[333]!,
+      limit: 1,
+      metric: 'cosine',
+      keyPrefix: 'k/333',
+    });
+    expect(late?.key).toBe('k/333.jpg');
+    expect(
+      await store.nearest({ vector: direction(0), limit: 7, metric: 'cosine', keyPrefix: 'k/1' }),
+    ).toHaveLength(7);
+    await expect((await PgVectorStore.open(client, options)).stats()).resolves.toMatchObject({
+      searchStrategy: 'binary',
+    });
+    await client.close();
   });
 });
 

