@@ -65,13 +65,13 @@ describe('search page (headless Chromium)', () => {
     await server?.close();
   });
 
-  const resultKeys = async (): Promise<string[]> => {
-    const cards = page.locator('#results .result');
-    const keys: string[] = [];
-    for (let i = 0, n = await cards.count(); i < n; i++)
-      keys.push((await cards.nth(i).getAttribute('data-key')) ?? '');
-    return keys;
-  };
+  /** The keys of the result cards, read in one step (the grid may be re-rendered at any moment). */
+  const resultKeys = (): Promise<string[]> =>
+    page
+      .locator('#results .result')
+      .evaluateAll((cards: { getAttribute(name: string): string | null }[]) =>
+        cards.map((card) => card.getAttribute('data-key') ?? ''),
+      );
 
   it('shows the indexing status with counts and the failed file with its reason', async () => {
     // Assess
@@ -160,6 +160,9 @@ describe('search page (headless Chromium)', () => {
       .waitFor();
     expect(existsSync(join(work.gallery, 'added', 'image_0040.jpg'))).toBe(true);
     expect(existsSync(join(work.gallery, 'added', 'notes.jpg'))).toBe(false);
+    await page.locator('#failures-box summary').click();
+    await page.evaluate('window.scrollTo(0, 0)');
+    await page.screenshot({ path: join(ARTIFACTS, 'search-page-after-upload.png'), fullPage: true });
   });
 
   it('made no request beyond this server and threw no script error', () => {
