@@ -90,6 +90,9 @@ export class IndexingService {
     const failed: IndexFailureReport[] = [];
 
     let next = batches[0] ? this.prepareBatch(source, batches[0], options.force ?? false) : undefined;
+    // At most one batch is being written while the next one is embedded: PGlite's inserts run on this
+    // thread while onnxruntime runs on its own, so the two overlap instead of taking turns.
+    let writing: Promise<void> = Promise.resolve();
     for (let b = 0; b < batches.length; b++) {
       const outcomes = await next!;
       // Start decoding the following batch before this one's inference.
@@ -109,18 +112,23 @@ export class IndexingService {
         bytes: r.bytes,
         embedding: vectors[i]!,
       }));
-      await this.store.upsertMany(records);
-      indexed += records.length;
-      for (const outcome of outcomes) {
-        if (outcome.kind === 'unchanged') unchanged++;
-        if (outcome.kind === 'failed') {
-          failed.push({ key: outcome.key, reason: outcome.reason });
-          await this.store.recordFailure(source, outcome.key, outcome.reason);
+      await writing;
+      writing = (async () => {
+        await this.store.upsertMany(records);
+        indexed += records.length;
+        for (const outcome of outcomes) {
+          if (outcome.kind === 'unchanged') unchanged++;
+          if (outcome.kind === 'failed') {
+            failed.push({ key: outcome.key, reason: outcome.reason });
+            await this.store.recordFailure(source, outcome.key, outcome.reason);
+          }
         }
-      }
-      done += outcomes.length;
-      options.onProgress?.(done, items.length);
+        done += outcomes.length;
+        options.onProgress?.(done, items.length);
+      })();
+      writing.catch(() => undefined); // surfaced by the next await
     }
+    await writing;
 
     let removed = 0;
     if (options.prune) {

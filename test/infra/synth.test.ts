@@ -94,6 +94,7 @@ describe('cdk synth (offline, two stages)', () => {
     expect(readdirSync(join(assets.bundle!, 'migrations')).sort()).toEqual([
       '0001_images.sql',
       '0002_event_ordering.sql',
+      '0003_binary_candidates.sql',
     ]);
   });
 

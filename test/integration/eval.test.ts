@@ -15,6 +15,8 @@ const PLAIN_THRESHOLDS = { top1: 0.9, top5: 0.97, top10: 0.985, precisionAt10: 0
 const env = { OMPF_MODELS_DIR: MODELS_DIR };
 
 describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
+  jest.setTimeout(300_000);
+
   it('reports Top-k, P@10, mAP and latency for the default configuration, above the thresholds', async () => {
     // Act
     const result = await ompf(
@@ -71,7 +73,8 @@ describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
     expect(row('flip').mAP).toBeGreaterThan(row('plain').mAP);
     expect(row('qe1').precisionAt10).toBeGreaterThan(row('plain').precisionAt10);
     rows.forEach((r) => expect(r.queryMsP50).toBeGreaterThan(0));
-  });
+    // Two embedding passes (plain and mirrored) and four leave-one-out runs: minutes on a loaded 2-core box.
+  }, 600_000);
 
   it('refuses an unknown configuration name', async () => {
     const result = await ompf(
