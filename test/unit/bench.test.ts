@@ -73,6 +73,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
         {
           model: 'm',
           dimension: 1280,
+          strategy: 'binary',
           decodeAndEmbedMs: { p50: 10, p95: 11, p99: 12 },
           endToEndMs: { p50: 40, p95: 45, p99: 50 },
         },
@@ -85,5 +86,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     const svg = toSvg(result);
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');
+    expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 40 / 45 / 50 |');
+    expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 40 / 45 / 50 |');
   });
 });

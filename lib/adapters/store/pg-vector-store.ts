@@ -103,12 +103,16 @@ export class PgVectorStore implements VectorStore {
   private async writeRows(tx: SqlExecutor, unique: readonly ImageRecord[]): Promise<void> {
     const column = <T>(pick: (r: ImageRecord) => T): T[] => unique.map(pick);
     await tx.query(
-      `INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, embedding_bits, width, height, bytes)
-       SELECT source, key, content_hash, etag, version_id, sequencer, $7, input.embedding::halfvec,
-              binary_quantize(input.embedding::halfvec - store.centre), width, height, bytes
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
-           AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes)
-         CROSS JOIN ompf_store AS store
+      // The CTE is materialised so each vector's text is parsed once, not once per expression using it.
+      `WITH input AS MATERIALIZED (
+         SELECT source, key, content_hash, etag, version_id, sequencer, embedding::halfvec AS embedding, width, height, bytes
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
+             AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes))
+       INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, embedding_bits, width, height, bytes)
+       SELECT source, key, content_hash, etag, version_id, sequencer, $7, input.embedding,
+              CASE WHEN store.centre IS NULL THEN NULL ELSE binary_quantize(input.embedding - store.centre) END,
+              width, height, bytes
+         FROM input CROSS JOIN ompf_store AS store
        ON CONFLICT (source, key) DO UPDATE SET
          content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
          sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
@@ -204,10 +208,12 @@ export class PgVectorStore implements VectorStore {
       // Hamming distance on the centred sign bits picks candidates (filter applied there, so N rows
       // come back when N match); exact cosine distance re-ranks them.
       rows = await this.client.query<Row>(
-        `WITH candidates AS MATERIALIZED (
+        `WITH query AS MATERIALIZED (
+           SELECT binary_quantize($1::halfvec - centre) AS bits FROM ompf_store),
+         candidates AS MATERIALIZED (
            SELECT id FROM images
             WHERE ${filter}
-            ORDER BY embedding_bits <~> binary_quantize($1::halfvec - (SELECT centre FROM ompf_store))
+            ORDER BY embedding_bits <~> (SELECT bits FROM query)
             LIMIT $6)
          SELECT source, key, embedding <=> $1::halfvec AS distance
            FROM images JOIN candidates USING (id)
@@ -388,6 +394,8 @@ export class PgVectorStore implements VectorStore {
         );
       });
       this.strategy = 'binary';
+      // Every row was rewritten: reclaim the old versions so the table does not stay twice its size.
+      await this.client.exec('VACUUM images');
     }
     await this.client.exec('ANALYZE images');
     return this.strategy;
