@@ -137,18 +137,7 @@ export async function pipeline(
   const rows = [];
   for (const spec of [MOBILENET, RESNET50_LAYERS]) {
     const batchSize = 8;
-    const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
-      threads: 0,
-      batchSize,
-      featuresOnly: true,
-    });
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.open(client, {
-      modelId: spec.id,
-      dimension: spec.dimension,
-      hnswMinRows: 1e9,
-      indexBuildMemory: '256MB',
-    });
+    const { embedder, store } = await openEmbedderAndStore(settings, spec, batchSize);
     const indexing = new IndexingService(
       store,
       embedder,
@@ -369,19 +358,8 @@ export async function localQuery(settings: BenchSettings) {
   );
   const rows = [];
   for (const spec of [MOBILENET, RESNET50_LAYERS]) {
-    const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
-      threads: 0,
-      batchSize: 1,
-      featuresOnly: true,
-    });
+    const { embedder, store } = await openEmbedderAndStore(settings, spec, 1);
     const preprocessor = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.open(client, {
-      modelId: spec.id,
-      dimension: spec.dimension,
-      hnswMinRows: 1e9,
-      indexBuildMemory: '256MB',
-    });
     await bulkInsert(store, 10_000, spec.dimension);
     // What `ompf index` and the local server do after a bulk load: pick the strategy for the size.
     const strategy = await store.optimise();
@@ -409,6 +387,26 @@ export async function localQuery(settings: BenchSettings) {
     await embedder.close();
   }
   return rows;
+}
+
+/** The product's embedder (classifier head dropped) and an empty in-memory PGlite store for its vectors. */
+async function openEmbedderAndStore(
+  settings: BenchSettings,
+  spec: ModelSpec,
+  batchSize: number,
+): Promise<{ embedder: OnnxEmbedder; store: PgVectorStore }> {
+  const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
+    threads: 0,
+    batchSize,
+    featuresOnly: true,
+  });
+  const store = await PgVectorStore.open(await PgliteSqlClient.open(undefined), {
+    modelId: spec.id,
+    dimension: spec.dimension,
+    hnswMinRows: 1e9,
+    indexBuildMemory: '256MB',
+  });
+  return { embedder, store };
 }
 
 async function bulkInsert(store: PgVectorStore, count: number, dimension: number): Promise<number> {

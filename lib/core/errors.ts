@@ -92,6 +92,22 @@ export class DependencyUnavailableError extends OmpfError {
   readonly exitCode = 69; // EX_UNAVAILABLE
 }
 
+/**
+ * Vectors of two models (or two embedding transforms) are never compared: every service that pairs a
+ * store with an embedder checks this once, at construction. `hint` says how to fix it in that runtime.
+ */
+export function assertSameModel(storeModelId: string, embedderModelId: string, hint: string): void {
+  if (storeModelId !== embedderModelId) {
+    throw new ModelMismatchError(
+      `The store holds '${storeModelId}' vectors but the model is '${embedderModelId}'.`,
+      {
+        hint,
+        context: { storeModel: storeModelId, requestedModel: embedderModelId },
+      },
+    );
+  }
+}
+
 export function isOmpfError(value: unknown): value is OmpfError {
   return value instanceof OmpfError;
 }

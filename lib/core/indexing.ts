@@ -1,11 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  isOmpfError,
-  ModelMismatchError,
-  NotFoundError,
-  TooLargeError,
-  UnsupportedImageError,
-} from './errors';
+import { isOmpfError, assertSameModel, NotFoundError, TooLargeError, UnsupportedImageError } from './errors';
 import type { Embedder, ImagePreprocessor, ImageRecord, PreparedImage, VectorStore } from './ports';
 
 /** One object of a gallery (a file under a folder, an object in a bucket). */
@@ -64,14 +58,11 @@ export class IndexingService {
     private readonly preprocessor: ImagePreprocessor,
     private readonly options: IndexingOptions,
   ) {
-    if (embedder.modelId !== store.modelId) {
-      throw new ModelMismatchError(
-        `The store holds '${store.modelId}' vectors but the model is '${embedder.modelId}'.`,
-        {
-          hint: `Use --model ${store.modelId}, or re-index with \`ompf index DIR --reindex\`.`,
-        },
-      );
-    }
+    assertSameModel(
+      store.modelId,
+      embedder.modelId,
+      `Use --model ${store.modelId}, or re-index with \`ompf index DIR --reindex\`.`,
+    );
   }
 
   async indexAll(

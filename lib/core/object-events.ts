@@ -1,6 +1,6 @@
 import {
   InvalidInputError,
-  ModelMismatchError,
+  assertSameModel,
   NotFoundError,
   TooLargeError,
   UnsupportedImageError,
@@ -95,12 +95,11 @@ export class ObjectEventIndexer {
     private readonly preprocessor: ImagePreprocessor,
     private readonly options: ObjectEventIndexerOptions,
   ) {
-    if (embedder.modelId !== store.modelId) {
-      throw new ModelMismatchError(
-        `The store holds '${store.modelId}' vectors but the model is '${embedder.modelId}'.`,
-        { hint: `Deploy with model ${store.modelId}, or re-index the bucket into a new store.` },
-      );
-    }
+    assertSameModel(
+      store.modelId,
+      embedder.modelId,
+      `Deploy with model ${store.modelId}, or re-index the bucket into a new store.`,
+    );
   }
 
   async apply(event: ObjectEvent, reader: ObjectReader): Promise<ObjectEventOutcome> {

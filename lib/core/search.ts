@@ -1,4 +1,4 @@
-import { InvalidInputError, ModelMismatchError, NotFoundError } from './errors';
+import { assertSameModel, InvalidInputError, NotFoundError } from './errors';
 import type { DistanceMetric, Embedder, ImagePreprocessor, Neighbour, VectorStore } from './ports';
 import { expandQuery } from './retrieval';
 
@@ -84,12 +84,11 @@ export class SearchService {
     /** Applied when a request does not say (OMPF_QUERY_EXPANSION). */
     private readonly defaults: { readonly queryExpansion: number } = { queryExpansion: 0 },
   ) {
-    if (embedder.modelId !== store.modelId) {
-      throw new ModelMismatchError(
-        `The store holds '${store.modelId}' vectors but the query model is '${embedder.modelId}'.`,
-        { hint: `Query with --model ${store.modelId}, or re-index with \`ompf index DIR --reindex\`.` },
-      );
-    }
+    assertSameModel(
+      store.modelId,
+      embedder.modelId,
+      `Query with --model ${store.modelId}, or re-index with \`ompf index DIR --reindex\`.`,
+    );
   }
 
   async searchByImage(bytes: Uint8Array, options: SearchOptions = {}): Promise<SearchHit[]> {
