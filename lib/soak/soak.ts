@@ -1,0 +1,555 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import sharp from 'sharp';
+
+/**
+ * A fault-injection soak of the real indexing path: the indexing Lambda handler (lib/runtime/aws.ts,
+ * Powertools partial batch responses, the ObjectEventIndexer, S3Objects, PgVectorStore) fed
+ * SQS-shaped batches of S3 notifications, against s3rver on loopback and PGlite. The driver plays S3
+ * and SQS: it changes the bucket, emits one notification per change, and delivers them at least once,
+ * in any order, with retries and a dead-letter queue, while injecting faults. Afterwards the index
+ * must match the bucket exactly.
+ */
+export interface SoakOptions {
+  /** S3 notifications to generate (duplicates and poison messages included). */
+  readonly events: number;
+  /** Distinct object keys the changes are spread over. */
+  readonly keys: number;
+  /** Stop generating changes after this long (the queue is still drained). */
+  readonly seconds: number;
+  readonly seed: number;
+  readonly modelsDir: string;
+  /** A message received this many times without success goes to the dead-letter queue. */
+  readonly maxReceiveCount: number;
+  readonly batchSize: number;
+  readonly log?: (line: string) => void;
+}
+
+export const SHORT_PRESET = { events: 300, keys: 40, seconds: 60 } as const;
+export const DEFAULT_PRESET = { events: 2000, keys: 200, seconds: 120 } as const;
+
+export type FaultKind =
+  | 'duplicate'
+  | 'reordered'
+  | 'corrupt'
+  | 'truncated'
+  | 'deletedBeforeProcessed'
+  | 'crash'
+  | 'transientS3Error'
+  | 'slowResponse'
+  | 'poison';
+
+export const FAULT_KINDS: readonly FaultKind[] = [
+  'duplicate',
+  'reordered',
+  'corrupt',
+  'truncated',
+  'deletedBeforeProcessed',
+  'crash',
+  'transientS3Error',
+  'slowResponse',
+  'poison',
+];
+
+export interface SoakReport {
+  readonly events: number;
+  readonly deliveries: number;
+  readonly batches: number;
+  readonly retries: number;
+  readonly deadLettered: number;
+  readonly faults: Record<FaultKind, number>;
+  readonly objects: number;
+  readonly rows: number;
+  readonly failuresListed: number;
+  readonly mismatches: readonly string[];
+  readonly seconds: number;
+}
+
+const BUCKET = 'ompf-soak';
+const MODEL = 'mobilenetv2-int8';
+
+interface Message {
+  readonly id: string;
+  readonly body: string;
+  receiveCount: number;
+  readonly key?: string;
+  readonly sequencer?: number;
+  readonly poison: boolean;
+}
+
+interface S3rverInstance {
+  run(): Promise<{ port: number }>;
+  close(): Promise<void>;
+}
+type S3rverConstructor = new (options: {
+  port: number;
+  address: string;
+  silent: boolean;
+  directory: string;
+  configureBuckets: { name: string }[];
+}) => S3rverInstance;
+
+/** mulberry32: a small seeded generator, so a failing run can be replayed with --seed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+/** S3 sends keys form-encoded: percent-encoding with '+' for a space. */
+function s3EncodeKey(key: string): string {
+  return encodeURIComponent(key).replace(/%20/g, '+').replace(/%2F/g, '/');
+}
+
+function notification(eventName: string, key: string, sequencer: string, etag?: string, size?: number) {
+  return JSON.stringify({
+    Records: [
+      {
+        eventVersion: '2.1',
+        eventSource: 'aws:s3',
+        awsRegion: 'eu-west-1',
+        eventTime: new Date().toISOString(),
+        eventName,
+        userIdentity: { principalId: 'AWS:AIDAEXAMPLE' },
+        requestParameters: { sourceIPAddress: '127.0.0.1' },
+        responseElements: { 'x-amz-request-id': 'SOAK', 'x-amz-id-2': 'SOAK' },
+        s3: {
+          s3SchemaVersion: '1.0',
+          configurationId: 'ompf-images',
+          bucket: { name: BUCKET, ownerIdentity: { principalId: 'SOAK' }, arn: `arn:aws:s3:::${BUCKET}` },
+          object: {
+            key: s3EncodeKey(key),
+            ...(eventName.startsWith('ObjectCreated') ? { size: size ?? 0, eTag: etag ?? 'unknown' } : {}),
+            sequencer,
+          },
+        },
+      },
+    ],
+  });
+}
+
+function sqsRecord(message: Message): SQSRecord {
+  return {
+    messageId: message.id,
+    receiptHandle: `soak-${message.id}-${message.receiveCount}`,
+    body: message.body,
+    attributes: {
+      ApproximateReceiveCount: String(message.receiveCount),
+      SentTimestamp: String(Date.now()),
+      SenderId: 'SOAK',
+      ApproximateFirstReceiveTimestamp: String(Date.now()),
+    },
+    messageAttributes: {},
+    md5OfBody: createHash('md5').update(message.body).digest('hex'),
+    eventSource: 'aws:sqs',
+    eventSourceARN: 'arn:aws:sqs:eu-west-1:123456789012:ompf-soak-events',
+    awsRegion: 'eu-west-1',
+  };
+}
+
+/** The keys: mostly plain, some with a space, a '+', a '%' and non-ASCII (form-encoding traps). */
+function keyName(index: number): string {
+  if (index % 7 === 3) return `soak/dir ${index}/ökapi+${index}% x.jpg`;
+  return `soak/k${String(index).padStart(4, '0')}.jpg`;
+}
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    dot += x * y;
+    na += x * x;
+    nb += y * y;
+  }
+  return dot / Math.sqrt(na * nb);
+}
+
+export async function runSoak(options: SoakOptions): Promise<SoakReport> {
+  const started = Date.now();
+  const log = options.log ?? (() => undefined);
+  process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
+  // Loaded here, after the log level is set: the runtime creates its logger at import.
+  const aws = await import('../runtime/aws');
+  const { PgliteSqlClient } = await import('../adapters/store/sql-client');
+  const { PgVectorStore } = await import('../adapters/store/pg-vector-store');
+  const { resolveModelSpec } = await import('../adapters/models/model-registry');
+  const { productEmbedder, sharedEmbedder, storeOptions } = await import('../runtime/local');
+  const { SharpImagePreprocessor } = await import('../adapters/image/sharp-preprocessor');
+
+  const rand = random(options.seed);
+  const pick = (n: number) => Math.floor(rand() * n);
+  const faults: Record<FaultKind, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<
+    FaultKind,
+    number
+  >;
+  const mismatches: string[] = [];
+
+  // s3rver has no type declarations of its own; it is a dev dependency used only here and in tests.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const S3rver = require('s3rver') as S3rverConstructor;
+  const directory = mkdtempSync(join(tmpdir(), 'ompf-soak-'));
+  const server = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory,
+    configureBuckets: [{ name: BUCKET }],
+  });
+  const { port } = await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+  const s3Options = { endpoint, forcePathStyle: true, region: 'us-east-1', credentials };
+  /** The driver's own client (it plays the users changing the bucket); never faulted. */
+  const admin = new S3Client(s3Options);
+  /** The handler's client: GetObject is slowed down or fails once for keys the driver arms. */
+  const lambdaS3 = new S3Client(s3Options);
+  const failNextGet = new Set<string>();
+  lambdaS3.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'GetObjectCommand') {
+        const key = (args.input as { Key?: string }).Key ?? '';
+        if (failNextGet.delete(key)) {
+          faults.transientS3Error += 1;
+          throw Object.assign(new Error('soak: injected S3 503 SlowDown'), {
+            name: 'SlowDown',
+            $metadata: { httpStatusCode: 503 },
+            $fault: 'server',
+          });
+        }
+        if (rand() < 0.08) {
+          faults.slowResponse += 1;
+          await sleep(20 + pick(180));
+        }
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'ompfSoakFaults' },
+  );
+
+  const client = await PgliteSqlClient.open(undefined);
+  const env: NodeJS.ProcessEnv = {
+    OMPF_BUCKET: BUCKET,
+    OMPF_MODEL: MODEL,
+    OMPF_MODELS_DIR: options.modelsDir,
+    OMPF_S3_ENDPOINT: endpoint,
+    OMPF_UPLOADS_PREFIX: 'query-uploads/',
+    OMPF_DB_SECRET_ARN: 'unused',
+    AWS_REGION: 'us-east-1',
+  };
+  const config = aws.loadAwsConfig(env);
+  const spec = resolveModelSpec(MODEL);
+  const store = await PgVectorStore.recreate(client, storeOptions(spec, config.base));
+  const parts = aws.awsParts(config, {
+    clients: { s3: lambdaS3, secrets: new SecretsManagerClient({ region: 'us-east-1' }) },
+    sql: () => Promise.resolve(client),
+  });
+  const indexHandler = aws.indexImagesHandler(parts);
+  const context = {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName: 'ompf-soak-index-images',
+    functionVersion: '$LATEST',
+    invokedFunctionArn: 'arn:aws:lambda:eu-west-1:123456789012:function:ompf-soak-index-images',
+    memoryLimitInMB: '2048',
+    awsRequestId: 'soak',
+    logGroupName: '/aws/lambda/ompf-soak',
+    logStreamName: 'soak',
+    getRemainingTimeInMillis: () => 60_000,
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
+  const invoke = async (records: SQSRecord[]): Promise<Set<string>> => {
+    const event: SQSEvent = { Records: records };
+    try {
+      const response: SQSBatchResponse = await indexHandler(event, context);
+      return new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+    } catch {
+      // Every record failed: Powertools throws and Lambda hands the whole batch back to the queue.
+      return new Set(records.map((r) => r.messageId));
+    }
+  };
+
+  // The bucket as the driver changed it, and every corrupt content written (by hash).
+  const corruptHashes = new Set<string>();
+  const present = new Set<string>();
+  const queue: Message[] = [];
+  const deadLetters: Message[] = [];
+  const poisonIds = new Set<string>();
+  let sequencer = 0x1000;
+  let messageCount = 0;
+  let events = 0;
+  let deliveries = 0;
+  let batches = 0;
+  let retries = 0;
+  /** Per key, the newest sequencer the handler has been handed (to measure reordering). */
+  const newestDelivered = new Map<string, number>();
+
+  const enqueue = (body: string, key?: string, seq?: number, poison = false) => {
+    const copies = !poison && rand() < 0.1 ? 2 : 1;
+    if (copies === 2) faults.duplicate += 1;
+    for (let c = 0; c < copies; c++) {
+      messageCount += 1;
+      const id = `soak-${String(messageCount).padStart(8, '0')}`;
+      queue.push({
+        id,
+        body,
+        receiveCount: 0,
+        poison,
+        ...(key === undefined ? {} : { key }),
+        ...(seq === undefined ? {} : { sequencer: seq }),
+      });
+      if (poison) poisonIds.add(id);
+      events += 1;
+    }
+  };
+
+  const image = async (): Promise<Buffer> => {
+    const size = 24 + pick(40);
+    const base = sharp({
+      create: {
+        width: size,
+        height: size,
+        channels: 3,
+        background: { r: pick(256), g: pick(256), b: pick(256) },
+      },
+    });
+    const patch = await sharp({
+      create: { width: 8, height: 8, channels: 3, background: { r: pick(256), g: pick(256), b: pick(256) } },
+    })
+      .png()
+      .toBuffer();
+    return base
+      .composite([{ input: patch, left: pick(size - 8), top: pick(size - 8) }])
+      .jpeg()
+      .toBuffer();
+  };
+
+  const put = async (key: string, kind: 'valid' | 'corrupt' | 'truncated') => {
+    let body: Buffer;
+    if (kind === 'valid') body = await image();
+    else if (kind === 'corrupt') {
+      body = Buffer.from(Array.from({ length: 64 + pick(512) }, () => pick(256)));
+      faults.corrupt += 1;
+    } else {
+      const whole = await image();
+      body = whole.subarray(0, Math.max(16, Math.floor(whole.length / 3)));
+      faults.truncated += 1;
+    }
+    if (kind !== 'valid') corruptHashes.add(sha256(body));
+    const result = await admin.send(
+      new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body, ContentType: 'image/jpeg' }),
+    );
+    present.add(key);
+    sequencer += 1 + pick(3);
+    const etag = (result.ETag ?? '').replace(/"/g, '');
+    enqueue(
+      notification('ObjectCreated:Put', key, sequencer.toString(16).toUpperCase(), etag, body.length),
+      key,
+      sequencer,
+    );
+  };
+
+  const remove = async (key: string) => {
+    await admin.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: key }));
+    present.delete(key);
+    sequencer += 1 + pick(3);
+    enqueue(notification('ObjectRemoved:Delete', key, sequencer.toString(16).toUpperCase()), key, sequencer);
+  };
+
+  const poisonBodies = [
+    '{"Records": [',
+    JSON.stringify({ Records: [{ eventSource: 'aws:sqs', body: 'x' }] }),
+    notification('ObjectCreated:Put', 'soak/poison.jpg', 'zz-not-hex'),
+  ];
+  const poisonEvery = Math.max(50, Math.floor(options.events / 12));
+
+  /** One change to the bucket, as a user would make it. */
+  const change = async () => {
+    if (events > 0 && events % poisonEvery === 0) {
+      faults.poison += 1;
+      enqueue(poisonBodies[faults.poison % poisonBodies.length]!, undefined, undefined, true);
+      return;
+    }
+    const key = keyName(pick(options.keys));
+    const r = rand();
+    if (r < 0.5) await put(key, 'valid');
+    else if (r < 0.56) await put(key, 'corrupt');
+    else if (r < 0.62) await put(key, 'truncated');
+    else if (r < 0.85) {
+      if (present.has(key)) await remove(key);
+      else await put(key, 'valid');
+    } else {
+      // Created and deleted again before the handler sees the ObjectCreated event.
+      await put(key, 'valid');
+      await remove(key);
+      faults.deletedBeforeProcessed += 1;
+    }
+  };
+
+  /** SQS hands out up to batchSize messages, not in the order they were sent. */
+  const deliver = async () => {
+    const batch: Message[] = [];
+    while (batch.length < options.batchSize && queue.length > 0) {
+      const [message] = queue.splice(pick(Math.min(queue.length, 40)), 1);
+      batch.push(message!);
+    }
+    if (batch.length === 0) return;
+    batches += 1;
+    for (const message of batch) {
+      message.receiveCount += 1;
+      if (message.key !== undefined && message.sequencer !== undefined) {
+        const newest = newestDelivered.get(message.key) ?? 0;
+        if (message.sequencer < newest) faults.reordered += 1;
+        else newestDelivered.set(message.key, message.sequencer);
+      }
+    }
+    const records = batch.map(sqsRecord);
+    let failed: Set<string>;
+    // A crash: the container dies after part of the batch ran; SQS redelivers the whole batch.
+    // Only on a first or second receive, so that no healthy message can exhaust its receives.
+    if (batch.length >= 2 && batch.every((m) => m.receiveCount <= 2) && rand() < 0.15) {
+      faults.crash += 1;
+      await invoke(records.slice(0, 1 + pick(batch.length - 1)));
+      failed = new Set(batch.map((m) => m.id));
+    } else {
+      for (const message of batch) {
+        if (message.receiveCount === 1 && !message.poison && message.key && rand() < 0.05) {
+          failNextGet.add(message.key);
+        }
+      }
+      failed = await invoke(records);
+    }
+    deliveries += records.length;
+    for (const message of batch) {
+      if (!failed.has(message.id)) continue;
+      if (message.receiveCount >= options.maxReceiveCount) deadLetters.push(message);
+      else {
+        retries += 1;
+        queue.push(message);
+      }
+    }
+  };
+
+  try {
+    const deadline = started + options.seconds * 1000;
+    let logged = 0;
+    while (events < options.events && Date.now() < deadline) {
+      const n = 1 + pick(6);
+      for (let i = 0; i < n && events < options.events; i++) await change();
+      if (queue.length >= options.batchSize || rand() < 0.3) await deliver();
+      if (batches >= logged + 25) {
+        logged = batches;
+        log(`events ${events}, queued ${queue.length}, batches ${batches}`);
+      }
+    }
+    const drainBy = Date.now() + Math.max(60_000, options.seconds * 1000);
+    while (queue.length > 0 && Date.now() < drainBy) await deliver();
+    if (queue.length > 0) mismatches.push(`queue not drained: ${queue.length} messages left`);
+    failNextGet.clear();
+
+    // The invariant, checked against the bucket itself (not the driver's bookkeeping).
+    const objects = new Map<string, Uint8Array>();
+    let token: string | undefined;
+    do {
+      const page = await admin.send(
+        new ListObjectsV2Command({ Bucket: BUCKET, ...(token ? { ContinuationToken: token } : {}) }),
+      );
+      for (const object of page.Contents ?? []) {
+        const got = await admin.send(new GetObjectCommand({ Bucket: BUCKET, Key: object.Key! }));
+        objects.set(object.Key!, await got.Body!.transformToByteArray());
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    if (objects.size !== present.size || [...present].some((k) => !objects.has(k))) {
+      mismatches.push(`bucket listing (${objects.size}) differs from the driver's (${present.size})`);
+    }
+
+    const rows = await store.listKeys(BUCKET);
+    const hashes = await store.contentHashes(BUCKET, rows);
+    const failures = new Map((await store.listFailures(BUCKET)).map((f) => [f.key, f.reason]));
+    const embedder = productEmbedder(await sharedEmbedder(spec, config.base), spec, config.base);
+    const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
+      maxBytes: config.base.maxImageBytes,
+      maxPixels: config.base.maxPixels,
+    });
+    for (const key of rows) {
+      if (!objects.has(key)) mismatches.push(`row for deleted object '${key}'`);
+    }
+    for (const [key, bytes] of objects) {
+      const hash = sha256(bytes);
+      if (corruptHashes.has(hash)) {
+        if (!failures.get(key)) mismatches.push(`corrupt object '${key}' not listed as failed`);
+        if (hashes.has(key)) mismatches.push(`corrupt object '${key}' has a row (of older content)`);
+        continue;
+      }
+      const stored = hashes.get(key);
+      if (stored === undefined) {
+        mismatches.push(`object '${key}' has no row`);
+        continue;
+      }
+      if (stored !== hash) {
+        mismatches.push(
+          `row of '${key}' holds another content (${stored.slice(0, 8)} != ${hash.slice(0, 8)})`,
+        );
+        continue;
+      }
+      const [expected] = await embedder.embed([await preprocessor.prepare(bytes)]);
+      const actual = await store.getEmbedding(BUCKET, key);
+      if (!expected || !actual || cosine(expected, actual) < 0.999) {
+        mismatches.push(`embedding of '${key}' is not that of its current content`);
+      }
+    }
+    const dead = new Set(deadLetters.map((m) => m.id));
+    for (const message of deadLetters) {
+      if (!message.poison) mismatches.push(`healthy message ${message.id} ended in the dead-letter queue`);
+    }
+    for (const id of poisonIds) {
+      if (!dead.has(id)) mismatches.push(`poison message ${id} did not end in the dead-letter queue`);
+    }
+    return {
+      events,
+      deliveries,
+      batches,
+      retries,
+      deadLettered: deadLetters.length,
+      faults,
+      objects: objects.size,
+      rows: rows.length,
+      failuresListed: failures.size,
+      mismatches,
+      seconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    admin.destroy();
+    lambdaS3.destroy();
+    await client.close();
+    await server.close();
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+export function defaultModelsDir(): string {
+  return resolve(process.env.OMPF_MODELS_DIR ?? join(process.cwd(), '..', 'shared', 'models'));
+}

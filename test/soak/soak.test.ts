@@ -1,0 +1,46 @@
+import { FAULT_KINDS, runSoak, SHORT_PRESET, type SoakReport } from '../../lib/soak/soak';
+import { MODELS_DIR } from '../helpers/shared';
+
+/**
+ * The short preset of `npm run soak`, in-process: the real indexing handler, s3rver on loopback and
+ * PGlite, with duplicates, reordering, corrupt and truncated images, deletions before processing,
+ * crashes mid-batch, transient S3 errors, slow responses and poison messages.
+ */
+
+/**
+ * Found by the soak, not fixed yet: when an object is overwritten with content that cannot be decoded,
+ * the row of its previous content stays in the index; and an older ObjectRemoved event applied after
+ * the failure clears the failure record (failures carry no sequencer).
+ */
+const KNOWN_DEFECT = /^corrupt object '.*' (has a row \(of older content\)|not listed as failed)$/;
+
+describe('fault-injection soak (short preset)', () => {
+  let report: SoakReport;
+
+  beforeAll(async () => {
+    report = await runSoak({
+      ...SHORT_PRESET,
+      seed: 1,
+      modelsDir: MODELS_DIR,
+      maxReceiveCount: 5,
+      batchSize: 10,
+    });
+  }, 120_000);
+
+  it('injects every fault kind at least once', () => {
+    // Assess
+    expect(report.events).toBe(SHORT_PRESET.events);
+    expect(FAULT_KINDS.filter((kind) => report.faults[kind] === 0)).toEqual([]);
+    expect(report.retries).toBeGreaterThan(0);
+  });
+
+  it('matches the index to the bucket and dead-letters only the poison messages', () => {
+    // Assess: every mismatch other than the known defect is a regression.
+    expect(report.mismatches.filter((m) => !KNOWN_DEFECT.test(m))).toEqual([]);
+    expect(report.deadLettered).toBe(report.faults.poison);
+  });
+
+  it.failing('leaves no mismatch at all (fails until the known corrupt-overwrite defect is fixed)', () => {
+    expect(report.mismatches).toEqual([]);
+  });
+});
