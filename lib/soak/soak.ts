@@ -12,6 +12,7 @@ import {
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import sharp from 'sharp';
+import type { SqlClient, SqlExecutor } from '../adapters/store/sql-client';
 
 /**
  * A fault-injection soak of the real indexing path: the indexing Lambda handler (lib/runtime/aws.ts,
@@ -48,6 +49,7 @@ export type FaultKind =
   | 'crash'
   | 'transientS3Error'
   | 'slowResponse'
+  | 'databaseDrop'
   | 'poison';
 
 export const FAULT_KINDS: readonly FaultKind[] = [
@@ -59,6 +61,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   'crash',
   'transientS3Error',
   'slowResponse',
+  'databaseDrop',
   'poison',
 ];
 
@@ -186,6 +189,63 @@ function cosine(a: Float32Array, b: Float32Array): number {
   return dot / Math.sqrt(na * nb);
 }
 
+/**
+ * The database as the handler sees it: after `drop(n)`, the n-th statement from then on fails as a
+ * dropped connection does (inside a transaction too, which is then rolled back).
+ */
+class DroppingSqlClient implements SqlClient {
+  private countdown: number | undefined;
+  dropped = 0;
+
+  constructor(private readonly inner: SqlClient) {}
+
+  get engine() {
+    return this.inner.engine;
+  }
+
+  drop(afterStatements: number | undefined): void {
+    this.countdown = afterStatements;
+  }
+
+  private check(): void {
+    if (this.countdown === undefined) return;
+    this.countdown -= 1;
+    if (this.countdown > 0) return;
+    this.countdown = undefined;
+    this.dropped += 1;
+    throw new Error('soak: injected connection drop (Connection terminated unexpectedly)');
+  }
+
+  private wrap(executor: SqlExecutor): SqlExecutor {
+    return {
+      query: <Row = Record<string, unknown>>(text: string, params?: readonly unknown[]) => {
+        this.check();
+        return executor.query<Row>(text, params);
+      },
+      exec: (script: string) => {
+        this.check();
+        return executor.exec(script);
+      },
+    };
+  }
+
+  query<Row = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<Row[]> {
+    return this.wrap(this.inner).query<Row>(text, params);
+  }
+
+  exec(script: string): Promise<void> {
+    return this.wrap(this.inner).exec(script);
+  }
+
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return this.inner.transaction((tx) => work(this.wrap(tx)));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const started = Date.now();
   const log = options.log ?? (() => undefined);
@@ -261,9 +321,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const config = aws.loadAwsConfig(env);
   const spec = resolveModelSpec(MODEL);
   const store = await PgVectorStore.recreate(client, storeOptions(spec, config.base));
+  const database = new DroppingSqlClient(client);
   const parts = aws.awsParts(config, {
     clients: { s3: lambdaS3, secrets: new SecretsManagerClient({ region: 'us-east-1' }) },
-    sql: () => Promise.resolve(client),
+    sql: () => Promise.resolve(database),
   });
   const indexHandler = aws.indexImagesHandler(parts);
   const context = {
@@ -384,10 +445,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     notification('ObjectCreated:Put', 'soak/poison.jpg', 'zz-not-hex'),
   ];
   const poisonEvery = Math.max(50, Math.floor(options.events / 12));
+  let nextPoisonAt = Math.floor(poisonEvery / 2);
 
   /** One change to the bucket, as a user would make it. */
   const change = async () => {
-    if (events > 0 && events % poisonEvery === 0) {
+    if (events >= nextPoisonAt) {
+      nextPoisonAt += poisonEvery;
       faults.poison += 1;
       enqueue(poisonBodies[faults.poison % poisonBodies.length]!, undefined, undefined, true);
       return;
@@ -427,19 +490,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     }
     const records = batch.map(sqsRecord);
     let failed: Set<string>;
+    // Faults only hit a batch whose messages were received at most twice: a healthy message then
+    // succeeds by its third receive and never exhausts maxReceiveCount.
+    const faultable = batch.every((m) => m.receiveCount <= 2);
     // A crash: the container dies after part of the batch ran; SQS redelivers the whole batch.
-    // Only on a first or second receive, so that no healthy message can exhaust its receives.
-    if (batch.length >= 2 && batch.every((m) => m.receiveCount <= 2) && rand() < 0.15) {
+    if (batch.length >= 2 && faultable && rand() < 0.15) {
       faults.crash += 1;
       await invoke(records.slice(0, 1 + pick(batch.length - 1)));
       failed = new Set(batch.map((m) => m.id));
     } else {
       for (const message of batch) {
-        if (message.receiveCount === 1 && !message.poison && message.key && rand() < 0.05) {
-          failNextGet.add(message.key);
-        }
+        if (faultable && !message.poison && message.key && rand() < 0.05) failNextGet.add(message.key);
       }
+      // The database drops the connection part-way through the batch.
+      if (faultable && rand() < 0.2) database.drop(1 + pick(batch.length * 4));
       failed = await invoke(records);
+      database.drop(undefined);
+      failNextGet.clear();
     }
     deliveries += records.length;
     for (const message of batch) {
@@ -467,7 +534,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const drainBy = Date.now() + Math.max(60_000, options.seconds * 1000);
     while (queue.length > 0 && Date.now() < drainBy) await deliver();
     if (queue.length > 0) mismatches.push(`queue not drained: ${queue.length} messages left`);
-    failNextGet.clear();
+    faults.databaseDrop = database.dropped;
 
     // The invariant, checked against the bucket itself (not the driver's bookkeeping).
     const objects = new Map<string, Uint8Array>();

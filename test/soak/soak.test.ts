@@ -29,7 +29,7 @@ describe('fault-injection soak (short preset)', () => {
 
   it('injects every fault kind at least once', () => {
     // Assess
-    expect(report.events).toBe(SHORT_PRESET.events);
+    expect(report.events).toBeGreaterThanOrEqual(SHORT_PRESET.events);
     expect(FAULT_KINDS.filter((kind) => report.faults[kind] === 0)).toEqual([]);
     expect(report.retries).toBeGreaterThan(0);
   });
