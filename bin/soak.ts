@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * `npm run soak`: the fault-injection soak of the indexing path (lib/soak/soak.ts), loopback only.
- * Options: --events N --keys N --seconds N --seed N, or --short (the CI preset). Exits 1 on any
+ * Options: --events N --keys N --seconds N --seed N, or --short (the CI preset); --database-url URL
+ * to run on PostgreSQL + pgvector (a schema of its own, dropped afterwards). Exits 1 on any
  * mismatch between the index and the bucket.
  */
 import { DEFAULT_PRESET, defaultModelsDir, runSoak, SHORT_PRESET } from '../lib/soak/soak';
@@ -16,6 +17,11 @@ function option(args: readonly string[], name: string): number | undefined {
   return value;
 }
 
+function text(args: readonly string[], name: string): string | undefined {
+  const index = args.indexOf(`--${name}`);
+  return index < 0 ? undefined : args[index + 1];
+}
+
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const preset = args.includes('--short') ? SHORT_PRESET : DEFAULT_PRESET;
@@ -27,12 +33,14 @@ async function main(): Promise<number> {
     modelsDir: defaultModelsDir(),
     maxReceiveCount: 5,
     batchSize: 10,
+    databaseUrl: text(args, 'database-url'),
     log: (line: string) => process.stderr.write(`${line}\n`),
   };
-  process.stderr.write(`soak: ${JSON.stringify({ ...options, log: undefined })}\n`);
+  const shown = { ...options, log: undefined, databaseUrl: options.databaseUrl ? '(set)' : undefined };
+  process.stderr.write(`soak: ${JSON.stringify(shown)}\n`);
   const report = await runSoak(options);
   const lines = [
-    `events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries}, dead-lettered ${report.deadLettered}`,
+    `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries}, dead-lettered ${report.deadLettered}`,
     `faults: ${Object.entries(report.faults)
       .map(([kind, count]) => `${kind} ${count}`)
       .join(', ')}`,

@@ -34,6 +34,8 @@ export interface SoakOptions {
   /** A message received this many times without success goes to the dead-letter queue. */
   readonly maxReceiveCount: number;
   readonly batchSize: number;
+  /** A PostgreSQL (with pgvector) to run on, in a schema of its own; PGlite when unset. */
+  readonly databaseUrl?: string | undefined;
   readonly log?: (line: string) => void;
 }
 
@@ -66,6 +68,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
 ];
 
 export interface SoakReport {
+  readonly engine: 'pglite' | 'postgresql';
   readonly events: number;
   readonly deliveries: number;
   readonly batches: number;
@@ -252,7 +255,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
   // Loaded here, after the log level is set: the runtime creates its logger at import.
   const aws = await import('../runtime/aws');
-  const { PgliteSqlClient } = await import('../adapters/store/sql-client');
+  const { PgliteSqlClient, PostgresSqlClient } = await import('../adapters/store/sql-client');
   const { PgVectorStore } = await import('../adapters/store/pg-vector-store');
   const { resolveModelSpec } = await import('../adapters/models/model-registry');
   const { productEmbedder, sharedEmbedder, storeOptions } = await import('../runtime/local');
@@ -308,7 +311,34 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     { step: 'initialize', name: 'ompfSoakFaults' },
   );
 
-  const client = await PgliteSqlClient.open(undefined);
+  let client: SqlClient;
+  let dropSchema = () => Promise.resolve();
+  const databaseUrl = options.databaseUrl;
+  if (databaseUrl) {
+    // A schema of its own, named from digits only (the one identifier the soak writes into SQL).
+    const schema = `ompf_soak_${process.pid}_${Date.now()}`;
+    if (!/^ompf_soak_\d+_\d+$/.test(schema)) throw new Error(`Unexpected schema name ${schema}`);
+    const admin = () => PostgresSqlClient.connect(databaseUrl, { maxConnections: 1 });
+    const creator = admin();
+    try {
+      await creator.exec(`CREATE SCHEMA ${schema}`);
+    } finally {
+      await creator.close();
+    }
+    dropSchema = async () => {
+      const dropper = admin();
+      try {
+        await dropper.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await dropper.close();
+      }
+    };
+    const url = new URL(databaseUrl);
+    url.searchParams.set('options', `-c search_path=${schema},public`);
+    client = PostgresSqlClient.connect(url.toString(), { maxConnections: 2 });
+  } else {
+    client = await PgliteSqlClient.open(undefined);
+  }
   const env: NodeJS.ProcessEnv = {
     OMPF_BUCKET: BUCKET,
     OMPF_MODEL: MODEL,
@@ -596,6 +626,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       if (!dead.has(id)) mismatches.push(`poison message ${id} did not end in the dead-letter queue`);
     }
     return {
+      engine: client.engine,
       events,
       deliveries,
       batches,
@@ -612,6 +643,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     admin.destroy();
     lambdaS3.destroy();
     await client.close();
+    await dropSchema();
     await server.close();
     rmSync(directory, { recursive: true, force: true });
   }

@@ -1,5 +1,6 @@
 import { FAULT_KINDS, runSoak, SHORT_PRESET, type SoakReport } from '../../lib/soak/soak';
-import { MODELS_DIR } from '../helpers/shared';
+import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
+import { requirePostgresInCi } from '../functions/fixtures';
 
 /**
  * The short preset of `npm run soak`, in-process: the real indexing handler, s3rver on loopback and
@@ -14,7 +15,13 @@ import { MODELS_DIR } from '../helpers/shared';
  */
 const KNOWN_DEFECT = /^corrupt object '.*' (has a row \(of older content\)|not listed as failed)$/;
 
-describe('fault-injection soak (short preset)', () => {
+/** PGlite always; PostgreSQL + pgvector when CI provides one (a schema of its own). */
+const ENGINES = [
+  { name: 'PGlite', databaseUrl: undefined },
+  ...(TEST_DATABASE_URL ? [{ name: 'PostgreSQL', databaseUrl: TEST_DATABASE_URL }] : []),
+];
+
+describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ databaseUrl }) => {
   let report: SoakReport;
 
   beforeAll(async () => {
@@ -24,6 +31,7 @@ describe('fault-injection soak (short preset)', () => {
       modelsDir: MODELS_DIR,
       maxReceiveCount: 5,
       batchSize: 10,
+      databaseUrl,
     });
   }, 120_000);
 
@@ -44,3 +52,5 @@ describe('fault-injection soak (short preset)', () => {
     expect(report.mismatches).toEqual([]);
   });
 });
+
+requirePostgresInCi('fault-injection soak');

@@ -16,7 +16,8 @@ const VETTED: Record<string, readonly string[]> = {
   // The SqlClient implementations hand the caller's text to the driver.
   'lib/adapters/store/sql-client.ts': ['text', 'script'],
   // The soak's fault-injecting wrapper around a SqlClient hands the caller's text through.
-  'lib/soak/soak.ts': ['text', 'script'],
+  // and creates and drops its own schema, named from digits only.
+  'lib/soak/soak.ts': ['text', 'script', 'schema'],
   // Migration files shipped with the package (lib/adapters/store/migrations/*.sql).
   'lib/adapters/store/migrator.ts': ['migration.sql'],
 };
