@@ -156,7 +156,14 @@ export class ObjectEventIndexer {
     return written.applied ? { status: 'indexed' } : { status: 'stale', applied: written.current };
   }
 
+  /**
+   * The object's current version cannot be indexed: whatever the index held for an older version no
+   * longer describes the object, so it goes (with a tombstone at this event's sequencer, so a late
+   * older event cannot bring it back or clear the failure), and the failure is recorded with its reason.
+   */
   private async fail(event: ObjectEvent, reason: string): Promise<ObjectEventOutcome> {
+    const removed = await this.store.removeIfNewer(event.source, event.key, event.sequencer);
+    if (!removed.applied) return { status: 'stale', applied: removed.current };
     await this.store.recordFailure(event.source, event.key, reason);
     return { status: 'failed', reason };
   }

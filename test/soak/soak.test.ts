@@ -8,13 +8,6 @@ import { requirePostgresInCi } from '../functions/fixtures';
  * crashes mid-batch, transient S3 errors, slow responses and poison messages.
  */
 
-/**
- * Found by the soak, not fixed yet: when an object is overwritten with content that cannot be decoded,
- * the row of its previous content stays in the index; and an older ObjectRemoved event applied after
- * the failure clears the failure record (failures carry no sequencer).
- */
-const KNOWN_DEFECT = /^corrupt object '.*' (has a row \(of older content\)|not listed as failed)$/;
-
 /** PGlite always; PostgreSQL + pgvector when CI provides one (a schema of its own). */
 const ENGINES = [
   { name: 'PGlite', databaseUrl: undefined },
@@ -42,14 +35,10 @@ describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ databa
     expect(report.retries).toBeGreaterThan(0);
   });
 
-  it('matches the index to the bucket and dead-letters only the poison messages', () => {
-    // Assess: every mismatch other than the known defect is a regression.
-    expect(report.mismatches.filter((m) => !KNOWN_DEFECT.test(m))).toEqual([]);
-    expect(report.deadLettered).toBe(report.faults.poison);
-  });
-
-  it.failing('leaves no mismatch at all (fails until the known corrupt-overwrite defect is fixed)', () => {
+  it('matches the index to the bucket exactly and dead-letters only the poison messages', () => {
+    // Assess: a corrupt overwrite removes the previous content's row (it once stayed searchable).
     expect(report.mismatches).toEqual([]);
+    expect(report.deadLettered).toBe(report.faults.poison);
   });
 });
 
