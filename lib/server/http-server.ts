@@ -14,6 +14,16 @@ export interface HttpServerOptions {
   readonly handle: (request: ApiRequest) => Promise<ApiResponse>;
   /** Folder of the web page's static files (index.html, app.js, app.css). */
   readonly webDir?: string;
+  /**
+   * Slow-client limits (slowloris): headers must arrive within `headersMs` (default 15 s) and the whole
+   * request within `requestMs` (default 120 s; a 50 MiB upload over loopback takes well under a second),
+   * checked every `checkEveryMs` (default 1 s; Node's own default is 30 s). Late clients get 408.
+   */
+  readonly timeouts?: {
+    readonly headersMs?: number;
+    readonly requestMs?: number;
+    readonly checkEveryMs?: number;
+  };
 }
 
 export interface RunningHttpServer {
@@ -58,12 +68,19 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
   );
   const loopback = LOOPBACK_NAMES.has(options.host);
 
-  const server = createServer((req, res) => {
-    void serve(req, res).catch(() => {
-      if (!res.headersSent) send(res, fromError(new Error('unexpected')));
-      else res.destroy();
-    });
-  });
+  const server = createServer(
+    {
+      headersTimeout: options.timeouts?.headersMs ?? 15_000,
+      requestTimeout: options.timeouts?.requestMs ?? 120_000,
+      connectionsCheckingInterval: options.timeouts?.checkEveryMs ?? 1_000,
+    },
+    (req, res) => {
+      void serve(req, res).catch(() => {
+        if (!res.headersSent) send(res, fromError(new Error('unexpected')));
+        else res.destroy();
+      });
+    },
+  );
 
   async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
