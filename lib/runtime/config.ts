@@ -5,7 +5,13 @@ import { ConfigError } from '../core/errors';
 
 const paths = envPaths('ompf', { suffix: '' });
 
-const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** Plain decimal digits only: '1e1', '0x10', ' 5', 'Infinity' and 'NaN' are mistakes, not numbers. */
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number written in digits')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 
 /** Every environment variable ompf reads, in one place, validated once at start. */
 const envSchema = z.object({
