@@ -1,3 +1,5 @@
+import type { InferenceRow } from './stages';
+
 /** Render a benchmark result as Markdown tables and as an SVG chart. */
 export interface BenchResult {
   readonly startedAt: string;
@@ -11,14 +13,7 @@ export interface BenchResult {
     sharp: string;
     matMulGflops: Record<string, number>;
   };
-  readonly inference: {
-    model: string;
-    batch: number;
-    threads: number;
-    imagesPerSecond: number;
-    msPerImage: number;
-    fractionOfCeiling: number | null;
-  }[];
+  readonly inference: readonly InferenceRow[];
   readonly preprocessing: {
     input: string;
     concurrency: number;

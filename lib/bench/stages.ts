@@ -54,15 +54,19 @@ export async function machine(settings: BenchSettings) {
   };
 }
 
+/** One model-only measurement: one model, batch size and thread count. */
+export interface InferenceRow {
+  readonly model: string;
+  readonly batch: number;
+  readonly threads: number;
+  readonly imagesPerSecond: number;
+  readonly msPerImage: number;
+  /** ResNet50 only: GFLOP/s reached over the MatMul ceiling at the same thread count. */
+  readonly fractionOfCeiling: number | null;
+}
+
 export async function inference(settings: BenchSettings, ceiling: Record<string, number>) {
-  const rows: {
-    model: string;
-    batch: number;
-    threads: number;
-    imagesPerSecond: number;
-    msPerImage: number;
-    fractionOfCeiling: number | null;
-  }[] = [];
+  const rows: InferenceRow[] = [];
   const minMs = settings.quick ? 2000 : 5000;
   for (const spec of [RESNET50_LAYERS, MOBILENET]) {
     for (const threads of [1, 2]) {
