@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   DeleteObjectCommand,
@@ -13,6 +11,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import sharp from 'sharp';
 import type { SqlClient, SqlExecutor } from '../adapters/store/sql-client';
+import { startLoopbackS3 } from './loopback-s3';
 
 /**
  * A fault-injection soak of the real indexing path: the indexing Lambda handler (lib/runtime/aws.ts,
@@ -93,18 +92,6 @@ interface Message {
   readonly sequencer?: number;
   readonly poison: boolean;
 }
-
-interface S3rverInstance {
-  run(): Promise<{ port: number }>;
-  close(): Promise<void>;
-}
-type S3rverConstructor = new (options: {
-  port: number;
-  address: string;
-  silent: boolean;
-  directory: string;
-  configureBuckets: { name: string }[];
-}) => S3rverInstance;
 
 /** mulberry32: a small seeded generator, so a failing run can be replayed with --seed. */
 function random(seed: number): () => number {
@@ -269,21 +256,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   >;
   const mismatches: string[] = [];
 
-  // s3rver has no type declarations of its own; it is a dev dependency used only here and in tests.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const S3rver = require('s3rver') as S3rverConstructor;
-  const directory = mkdtempSync(join(tmpdir(), 'ompf-soak-'));
-  const server = new S3rver({
-    port: 0,
-    address: '127.0.0.1',
-    silent: true,
-    directory,
-    configureBuckets: [{ name: BUCKET }],
-  });
-  const { port } = await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
-  const s3Options = { endpoint, forcePathStyle: true, region: 'us-east-1', credentials };
+  const s3 = await startLoopbackS3(BUCKET);
+  const endpoint = s3.endpoint;
+  const s3Options = s3.clientConfig;
   /** The driver's own client (it plays the users changing the bucket); never faulted. */
   const admin = new S3Client(s3Options);
   /** The handler's client: GetObject is slowed down or fails once for keys the driver arms. */
@@ -644,8 +619,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     lambdaS3.destroy();
     await client.close();
     await dropSchema();
-    await server.close();
-    rmSync(directory, { recursive: true, force: true });
+    await s3.close();
   }
 }
 

@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyEvent, Context, SQSEvent, SQSRecord } from 'aws-lambda';
-import S3rver from 's3rver';
+import { startLoopbackS3 } from '../../lib/soak/loopback-s3';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
 import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
 
@@ -21,23 +18,20 @@ export interface S3Server {
   close(): Promise<void>;
 }
 
+/** What the Lambda runtime provides: credentials and region in the environment. Logs stay quiet. */
+export function setLambdaRuntimeEnvironment(): void {
+  Object.assign(process.env, {
+    POWERTOOLS_LOG_LEVEL: 'SILENT',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    AWS_REGION: 'us-east-1',
+  });
+}
+
 export async function startS3(): Promise<S3Server> {
-  const directory = mkdtempSync(join(tmpdir(), 'ompf-s3rver-'));
-  const server = new S3rver({
-    port: 0,
-    address: '127.0.0.1',
-    silent: true,
-    directory,
-    configureBuckets: [{ name: BUCKET }],
-  });
-  const { port } = await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = new S3Client({
-    endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  });
+  const s3 = await startLoopbackS3(BUCKET);
+  const endpoint = s3.endpoint;
+  const client = new S3Client(s3.clientConfig);
   return {
     endpoint,
     client,
@@ -49,8 +43,7 @@ export async function startS3(): Promise<S3Server> {
     },
     async close() {
       client.destroy();
-      await server.close();
-      rmSync(directory, { recursive: true, force: true });
+      await s3.close();
     },
   };
 }

@@ -15,16 +15,11 @@ import {
   sqsRecord,
   startS3,
   TEST_EVENT,
+  setLambdaRuntimeEnvironment,
   type S3Server,
 } from './fixtures';
 
-// What the Lambda runtime provides: credentials and region in the environment. Logs stay quiet.
-Object.assign(process.env, {
-  POWERTOOLS_LOG_LEVEL: 'SILENT',
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_REGION: 'us-east-1',
-});
+setLambdaRuntimeEnvironment();
 
 /** Keys that break naive decoding: space (sent as '+'), a real '+', '%', unicode, nested folders. */
 const ODD_KEYS = ['holiday/beach day.jpg', 'a+b.jpg', '100% cat.png', 'ökapi/東京 タワー.jpeg', 'x%2By.jpg'];

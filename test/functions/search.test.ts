@@ -21,15 +21,11 @@ import {
   sqsEvent,
   sqsRecord,
   startS3,
+  setLambdaRuntimeEnvironment,
   type S3Server,
 } from './fixtures';
 
-Object.assign(process.env, {
-  POWERTOOLS_LOG_LEVEL: 'SILENT',
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_REGION: 'us-east-1',
-});
+setLambdaRuntimeEnvironment();
 
 /** Gallery keys with space, '+', '%', unicode and '/' (one path segment once encoded). */
 const GALLERY: Record<string, [string, string]> = {

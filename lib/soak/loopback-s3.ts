@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { S3ClientConfig } from '@aws-sdk/client-s3';
+
+/**
+ * A real S3-speaking server (s3rver) on loopback with one bucket, for the soak and the Lambda handler
+ * tests: the only stand-in for AWS is the server, never the client. s3rver is a dev dependency.
+ */
+export interface LoopbackS3 {
+  readonly endpoint: string;
+  /** Options for an S3Client talking to this server (path-style, its fixed credentials). */
+  readonly clientConfig: S3ClientConfig;
+  /** Stop the server and delete its files. */
+  close(): Promise<void>;
+}
+
+interface S3rverInstance {
+  run(): Promise<{ port: number }>;
+  close(): Promise<void>;
+}
+type S3rverConstructor = new (options: {
+  port: number;
+  address: string;
+  silent: boolean;
+  directory: string;
+  configureBuckets: { name: string }[];
+}) => S3rverInstance;
+
+export async function startLoopbackS3(bucket: string): Promise<LoopbackS3> {
+  // s3rver ships no type declarations; the constructor's shape is declared above.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const S3rver = require('s3rver') as S3rverConstructor;
+  const directory = mkdtempSync(join(tmpdir(), 'ompf-s3rver-'));
+  const server = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory,
+    configureBuckets: [{ name: bucket }],
+  });
+  const { port } = await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    clientConfig: {
+      endpoint,
+      forcePathStyle: true,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    },
+    async close() {
+      await server.close();
+      rmSync(directory, { recursive: true, force: true });
+    },
+  };
+}
