@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -25,5 +26,46 @@ export const MOBILENET_FILE = 'mobilenetv2-12-int8.onnx';
 export const LIGHT_RESNET50_FILE = 'light_resnet50.onnx';
 export const LIGHT_RESNET50_SHA256 = '05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4';
 
-/** PostgreSQL + pgvector for the contract suite; .ci/run starts one and sets this. */
-export const TEST_DATABASE_URL = process.env.OMPF_TEST_DATABASE_URL;
+/**
+ * Fails at once, with what to do, when `url` names a TCP host and port where nothing accepts a
+ * connection within `timeoutMs` (synchronous, so a suite fails at import instead of every test
+ * waiting out the pool's connection timeout). Unix-socket URLs (no host) are not checked.
+ */
+export function assertDatabaseListening(url: string, timeoutMs = 2_000): void {
+  let host: string;
+  let port: number;
+  try {
+    const parsed = new URL(url);
+    host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+    port = parsed.port ? Number(parsed.port) : 5432;
+  } catch {
+    throw new Error('OMPF_TEST_DATABASE_URL is not a URL (postgres://user@host:port/database).');
+  }
+  if (!host) return;
+  const probe = [
+    `const s = require('node:net').connect(${port}, ${JSON.stringify(host)});`,
+    `s.setTimeout(${timeoutMs}, () => { process.stderr.write('no answer in ${timeoutMs} ms'); process.exit(2); });`,
+    `s.on('connect', () => process.exit(0));`,
+    `s.on('error', (e) => { process.stderr.write(String(e.code || e.message)); process.exit(1); });`,
+  ].join('\n');
+  const { NODE_OPTIONS: _ignored, ...env } = process.env;
+  const result = spawnSync(process.execPath, ['-e', probe], {
+    env,
+    encoding: 'utf8',
+    timeout: timeoutMs + 3_000,
+  });
+  if (result.status === 0) return;
+  const reason = result.stderr?.trim() || result.error?.message || `probe exited ${String(result.status)}`;
+  throw new Error(
+    `OMPF_TEST_DATABASE_URL is set, but no PostgreSQL listens on ${host}:${port} (${reason}). ` +
+      'Start one with `export OMPF_TEST_DATABASE_URL=$(bash scripts/ci/start-postgres.sh | tail -1)`, ' +
+      'or unset OMPF_TEST_DATABASE_URL to run the database suites on PGlite only.',
+  );
+}
+
+/**
+ * PostgreSQL + pgvector for the contract, handler and soak suites; .ci/run starts one and sets this.
+ * Checked on import: a set URL with no server behind it fails the suite in about a second.
+ */
+export const TEST_DATABASE_URL = process.env.OMPF_TEST_DATABASE_URL || undefined;
+if (TEST_DATABASE_URL) assertDatabaseListening(TEST_DATABASE_URL);
