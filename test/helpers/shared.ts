@@ -48,7 +48,8 @@ export function assertDatabaseListening(url: string, timeoutMs = 2_000): void {
     `s.on('connect', () => process.exit(0));`,
     `s.on('error', (e) => { process.stderr.write(String(e.code || e.message)); process.exit(1); });`,
   ].join('\n');
-  const { NODE_OPTIONS: _ignored, ...env } = process.env;
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
   const result = spawnSync(process.execPath, ['-e', probe], {
     env,
     encoding: 'utf8',
