@@ -132,7 +132,7 @@ async function measureLatency(
       let hits = await store.nearest({ vector: query, limit: 10, metric: config.metric });
       if (config.queryExpansion > 0) {
         const neighbours = await Promise.all(
-          hits.slice(0, config.queryExpansion).map((h) => store.getEmbedding(h.source, h.key)),
+          hits.slice(0, config.queryExpansion).map((h) => store.getSearchedEmbedding(h.source, h.key)),
         );
         query = expandQuery(
           query,

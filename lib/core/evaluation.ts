@@ -1,6 +1,12 @@
 import { learnPca, project, type PcaProjection } from './pca';
 import type { DistanceMetric } from './ports';
-import { expandQuery, PLAIN_EMBEDDING, signedPower, type EmbeddingTransform } from './retrieval';
+import {
+  databaseAugment,
+  expandQuery,
+  PLAIN_EMBEDDING,
+  signedPower,
+  type EmbeddingTransform,
+} from './retrieval';
 import { dot, l2Normalise } from './vectors';
 
 export interface LabelledVector {
@@ -128,7 +134,7 @@ export function leaveOneOut(
     config.dba > 0 ? similarity.map((row, j) => nearestIndices(row, j, config.dba + 1)) : [];
   const augment = (j: number, without: number): Float32Array => {
     const neighbours = neighbourLists[j]!.filter((i) => i !== without).slice(0, config.dba);
-    return expandQuery(
+    return databaseAugment(
       vectors[j]!,
       neighbours.map((i) => vectors[i]!),
     );

@@ -103,7 +103,16 @@ export interface VectorStore {
   /** Content hashes of the given keys already stored, for skipping unchanged files. */
   contentHashes(source: string, keys: readonly string[]): Promise<Map<string, string>>;
   listKeys(source: string): Promise<string[]>;
+  /**
+   * The model's embedding of a stored image: what a query by this image searches with. With
+   * database-side augmentation on, this is the raw vector, not the augmented one that is searched.
+   */
   getEmbedding(source: string, key: string): Promise<Float32Array | undefined>;
+  /**
+   * The vector searches compare queries with: the augmented one with DBA on, else the embedding.
+   * Query expansion averages these, as `ompf eval` measures it.
+   */
+  getSearchedEmbedding(source: string, key: string): Promise<Float32Array | undefined>;
   /** Source(s) holding `key`, for queries by key that do not name a source. */
   findSources(key: string): Promise<string[]>;
   remove(source: string, keys: readonly string[]): Promise<number>;
@@ -121,6 +130,12 @@ export interface VectorStore {
   /** Forget tombstones older than `before` (once no delayed event can still arrive). */
   pruneTombstones(before: Date): Promise<number>;
   listFailures(source?: string): Promise<IndexFailure[]>;
+  /**
+   * Recompute every stored vector's database-side augmentation from scratch (it is maintained
+   * incrementally on every write; this resets the drift of approximate search paths). Returns the
+   * number of rows rewritten; 0 when augmentation is off.
+   */
+  rebuildAugmentation(): Promise<number>;
   /** Build or drop the ANN index to suit the current size and engine; call after bulk loads. */
   optimise(): Promise<'exact' | 'hnsw' | 'binary'>;
   stats(): Promise<StoreStats>;

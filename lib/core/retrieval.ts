@@ -14,19 +14,45 @@ export interface EmbeddingTransform {
   readonly flip: boolean;
   /** Signed power normalisation sign(x)|x|^p before L2; 1 = off. */
   readonly power: number;
+  /**
+   * Database-side augmentation with this many neighbours (0 or absent = off). The store applies it to
+   * the vectors it keeps (PgVectorStore, StoreOptions.dba); query vectors stay the plain embedding. It is
+   * part of the transform because stored vectors depend on it: a store built with another k holds other
+   * vectors, so the model id records it and a change takes the re-index path.
+   */
+  readonly dba?: number;
 }
 
 export const PLAIN_EMBEDDING: EmbeddingTransform = { flip: false, power: 1 };
 
+/** The most DBA neighbours a store may use (OMPF_DBA). */
+export const MAX_DBA_NEIGHBOURS = 10;
+
 /** The suffix recorded with every stored vector; '' for the plain embedding. */
 export function transformSuffix(transform: EmbeddingTransform): string {
-  return `${transform.flip ? '+flip' : ''}${transform.power !== 1 ? `+pow${transform.power}` : ''}`;
+  return `${transform.flip ? '+flip' : ''}${transform.power !== 1 ? `+pow${transform.power}` : ''}${
+    transform.dba ? `+dba${transform.dba}` : ''
+  }`;
+}
+
+/** A stored model id split into the model name and the transform suffix ('' when plain). */
+export function splitModelId(modelId: string): { model: string; transform: string } {
+  const at = modelId.search(/\+(flip|pow[0-9.]+|dba\d+)(\+|$)/);
+  return at < 0
+    ? { model: modelId, transform: '' }
+    : { model: modelId.slice(0, at), transform: modelId.slice(at) };
 }
 
 export function validateTransform(transform: EmbeddingTransform): EmbeddingTransform {
   if (!(transform.power > 0 && transform.power <= 1)) {
     throw new InvalidInputError(
       `The power normalisation exponent must be in (0, 1]; got ${transform.power}.`,
+    );
+  }
+  const dba = transform.dba ?? 0;
+  if (!Number.isInteger(dba) || dba < 0 || dba > MAX_DBA_NEIGHBOURS) {
+    throw new InvalidInputError(
+      `Database-side augmentation takes 0 to ${MAX_DBA_NEIGHBOURS} neighbours; got ${String(dba)}.`,
     );
   }
   return transform;
@@ -49,7 +75,11 @@ export function signedPower(vector: Float32Array, power: number): Float32Array {
   return vector.map((x) => Math.sign(x) * Math.abs(x) ** power);
 }
 
-/** Applies an EmbeddingTransform around any Embedder; its modelId carries the transform suffix. */
+/**
+ * Applies an EmbeddingTransform around any Embedder; its modelId carries the transform suffix. DBA is
+ * not applied here (the store applies it to stored vectors; a query is the plain embedding), but it is
+ * in the id, so embedder and store agree on what the store holds.
+ */
 export class TransformingEmbedder implements Embedder {
   readonly modelId: string;
   readonly dimension: number;
@@ -78,6 +108,19 @@ export class TransformingEmbedder implements Embedder {
   }
 }
 
+/** alpha of the similarity weights, for query expansion and for database-side augmentation. */
+export const EXPANSION_ALPHA = 3;
+
+/**
+ * Database-side augmentation of one stored vector (Radenovic et al.): the vector plus its k nearest
+ * gallery neighbours weighted by similarity^alpha, renormalised: the same weighting as query expansion.
+ * `ompf eval` (configuration dba3) and the store (PgVectorStore, maintained as images arrive) both call
+ * this, so the product stores exactly what the evaluation measured. Neighbours nearest first.
+ */
+export function databaseAugment(vector: Float32Array, neighbours: readonly Float32Array[]): Float32Array {
+  return expandQuery(vector, neighbours, EXPANSION_ALPHA);
+}
+
 /**
  * Alpha query expansion (Radenovic et al.): the query plus its top-k neighbours weighted by
  * similarity^alpha, renormalised. Used by SearchService when asked, and by the evaluation.
@@ -85,7 +128,7 @@ export class TransformingEmbedder implements Embedder {
 export function expandQuery(
   query: Float32Array,
   neighbours: readonly Float32Array[],
-  alpha = 3,
+  alpha = EXPANSION_ALPHA,
 ): Float32Array {
   const expanded = Float32Array.from(query);
   for (const neighbour of neighbours) {

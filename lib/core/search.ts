@@ -99,7 +99,10 @@ export class SearchService {
     return this.nearest(vector, valid, undefined);
   }
 
-  /** Uses the stored vector (no re-embedding) and leaves the image itself out of the results. */
+  /**
+   * Uses the stored embedding (no re-embedding; the model's raw vector, never the DBA-augmented one,
+   * so the query is the same as an upload of that image) and leaves the image itself out.
+   */
   async searchByKey(ref: ImageRef, options: SearchOptions = {}): Promise<SearchHit[]> {
     const valid = validateSearchOptions(this.withDefaults(options));
     validateKey(ref.key);
@@ -138,7 +141,9 @@ export class SearchService {
     });
     if (options.queryExpansion > 0 && neighbours.length > 0) {
       const expandWith = await Promise.all(
-        neighbours.slice(0, options.queryExpansion).map((n) => this.store.getEmbedding(n.source, n.key)),
+        neighbours
+          .slice(0, options.queryExpansion)
+          .map((n) => this.store.getSearchedEmbedding(n.source, n.key)),
       );
       const expanded = expandQuery(
         vector,

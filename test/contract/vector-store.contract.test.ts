@@ -3,6 +3,7 @@ import { migrate } from '../../lib/adapters/store/migrator';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
 import { DependencyUnavailableError, InvalidInputError, ModelMismatchError } from '../../lib/core/errors';
 import type { ImageRecord } from '../../lib/core/ports';
+import { databaseAugment } from '../../lib/core/retrieval';
 import { l2Normalise } from '../../lib/core/vectors';
 import { TEST_DATABASE_URL } from '../helpers/shared';
 
@@ -90,7 +91,7 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const versions = await client.query<{ version: number }>(
       'SELECT version FROM ompf_migrations ORDER BY version',
     );
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
   });
@@ -392,6 +393,223 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     });
     expect(filtered).toHaveLength(4);
     expect(filtered.every((h) => h.key.startsWith('k/5'))).toBe(true);
+  });
+  describe('database-side augmentation (maintained as images arrive and leave)', () => {
+    const K = 3;
+    const dbaOptions: StoreOptions = { ...options, modelId: 'test-model+dba3', dba: K };
+
+    /** Seeded, so a failure replays. */
+    function random(seed: number): () => number {
+      let state = seed >>> 0;
+      return () => {
+        state = (state + 0x6d2b79f5) >>> 0;
+        let t = state;
+        t = Math.imul(t ^ (t >>> 15), t | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      };
+    }
+
+    /** Unit vectors around a few cluster centres, non-negative like CNN features. */
+    function gallery(count: number, seed: number): Float32Array[] {
+      const next = random(seed);
+      const centres = Array.from({ length: 4 }, () => Float32Array.from({ length: DIM }, () => next()));
+      return Array.from({ length: count }, (_, i) =>
+        l2Normalise(Float32Array.from(centres[i % 4]!, (c) => Math.max(0, c + (next() - 0.5) * 0.6))),
+      );
+    }
+
+    interface Snapshot {
+      readonly neighbours: string[];
+      readonly distances: number[];
+      readonly embedding: number[];
+      readonly bits: string | null;
+    }
+
+    /** Every row's DBA state by key, neighbours named by key. */
+    async function snapshot(): Promise<Map<string, Snapshot>> {
+      const rows = await client.query<{
+        id: string;
+        key: string;
+        neighbours: string[];
+        distances: number[];
+        embedding: string;
+        bits: string | null;
+      }>(
+        `SELECT id::text AS id, key, dba_neighbours::text[] AS neighbours, dba_distances AS distances,
+                embedding::text AS embedding, embedding_bits::text AS bits FROM images ORDER BY key`,
+      );
+      const keyOf = new Map(rows.map((r) => [r.id, r.key]));
+      return new Map(
+        rows.map((r) => [
+          r.key,
+          {
+            neighbours: r.neighbours.map((id) => keyOf.get(id) ?? `missing ${id}`),
+            distances: r.distances.map(Number),
+            embedding: JSON.parse(r.embedding) as number[],
+            bits: r.bits,
+          },
+        ]),
+      );
+    }
+
+    function expectSameState(actual: Map<string, Snapshot>, expected: Map<string, Snapshot>): void {
+      expect([...actual.keys()]).toEqual([...expected.keys()]);
+      for (const [key, want] of expected) {
+        const got = actual.get(key)!;
+        expect({ key, neighbours: got.neighbours }).toEqual({ key, neighbours: want.neighbours });
+        got.distances.forEach((d, i) => expect(d).toBeCloseTo(want.distances[i]!, 6));
+        // Both sides round to halfvec once from the same float32 computation: equal or one ulp apart.
+        got.embedding.forEach((v, i) => expect(Math.abs(v - want.embedding[i]!)).toBeLessThan(2e-3));
+      }
+    }
+
+    it('stores the raw vector and the augmented one: k raw-space neighbours, the eval formula', async () => {
+      // Prepare
+      const dba = await PgVectorStore.recreate(client, dbaOptions);
+      const vectors = gallery(24, 7);
+      const key = (i: number) => `g/${String(i).padStart(2, '0')}.jpg`;
+      // Act
+      await dba.upsertMany(vectors.map((v, i) => record(key(i), v)));
+      // Assess: an independent reference from the raw vectors as stored (halfvec).
+      const raws = await Promise.all(vectors.map((_, i) => dba.getEmbedding('gallery', key(i))));
+      raws.forEach((raw, i) => raw!.forEach((x, d) => expect(x).toBeCloseTo(vectors[i]![d]!, 3)));
+      const cosine = (a: Float32Array, b: Float32Array) => {
+        let ab = 0;
+        let aa = 0;
+        let bb = 0;
+        a.forEach((x, d) => {
+          ab += x * b[d]!;
+          aa += x * x;
+          bb += b[d]! * b[d]!;
+        });
+        return 1 - ab / Math.sqrt(aa * bb);
+      };
+      const state = await snapshot();
+      for (let i = 0; i < vectors.length; i++) {
+        const nearest = raws
+          .map((raw, j) => ({ j, distance: cosine(raws[i]!, raw!) }))
+          .filter((e) => e.j !== i)
+          .sort((a, b) => a.distance - b.distance || a.j - b.j)
+          .slice(0, K);
+        const row = state.get(key(i))!;
+        expect(row.neighbours).toEqual(nearest.map((e) => key(e.j)));
+        const expected = databaseAugment(
+          raws[i]!,
+          nearest.map((e) => raws[e.j]!),
+        );
+        const searched = await dba.getSearchedEmbedding('gallery', key(i));
+        searched!.forEach((x, d) => expect(x).toBeCloseTo(expected[d]!, 2));
+      }
+      // A query is compared with the augmented vectors; a query by key uses the raw one.
+      const [hit] = await dba.nearest({ vector: raws[5]!, limit: 1, metric: 'cosine' });
+      expect(hit?.key).toBe(key(5));
+      expect(hit?.distance).toBeGreaterThan(0);
+    });
+
+    it('keeps incremental maintenance equal to a full rebuild through inserts, overwrites and deletes', async () => {
+      // Prepare: 40 images, written in a random order of single and batched inserts, overwrites with
+      // new content, deletes and re-inserts, through every write path.
+      const dba = await PgVectorStore.recreate(client, dbaOptions);
+      const next = random(42);
+      const vectors = gallery(60, 11);
+      const key = (i: number) => `k/${String(i).padStart(2, '0')}.jpg`;
+      const live = new Set<number>();
+      let sequencer = 0x100;
+      // Act
+      for (let step = 0; step < 70; step++) {
+        const i = Math.floor(next() * 40);
+        const action = next();
+        const vector = vectors[live.has(i) && action < 0.5 ? 40 + Math.floor(next() * 20) : i]!;
+        if (action < 0.45) {
+          const batch = [i, Math.floor(next() * 40), Math.floor(next() * 40)];
+          await dba.upsertMany(batch.map((j) => record(key(j), j === i ? vector : vectors[j]!)));
+          batch.forEach((j) => live.add(j));
+        } else if (action < 0.65) {
+          await dba.upsertIfNewer({ ...record(key(i), vector), sequencer: (sequencer++).toString(16) });
+          live.add(i);
+        } else if (action < 0.85) {
+          await dba.remove('gallery', [key(i), key(Math.floor(next() * 40))]);
+          live.delete(i);
+        } else {
+          await dba.removeIfNewer('gallery', key(i), (sequencer++).toString(16));
+          live.delete(i);
+        }
+      }
+      const incremental = await snapshot();
+      const rows = await dba.rebuildAugmentation();
+      // Assess
+      expect(rows).toBe(incremental.size);
+      expect(incremental.size).toBeGreaterThan(15);
+      expectSameState(incremental, await snapshot());
+      for (const row of incremental.values()) expect(row.neighbours).toHaveLength(K);
+    });
+
+    it('maintains the sign bits too once the store uses binary candidates', async () => {
+      const dba = await PgVectorStore.recreate(client, { ...dbaOptions, binaryMinRows: 10 });
+      const vectors = gallery(30, 3);
+      await dba.upsertMany(vectors.slice(0, 20).map((v, i) => record(`b/${i}.jpg`, v)));
+      if (client.engine === 'pglite') expect(await dba.optimise()).toBe('binary');
+      // Act: more rows after the switch (DBA candidates now come from the binary search)
+      for (let i = 20; i < 30; i++) await dba.upsertMany([record(`b/${i}.jpg`, vectors[i]!)]);
+      await dba.remove('gallery', ['b/3.jpg']);
+      // Assess: every row's bits are those of its current augmented vector
+      if (client.engine === 'pglite') {
+        const [stale] = await client.query<{ count: number }>(
+          `SELECT count(*)::integer AS count FROM images, ompf_store
+            WHERE embedding_bits IS DISTINCT FROM binary_quantize(embedding - centre)`,
+        );
+        expect(stale?.count).toBe(0);
+      }
+      // 29 rows is below DBA_CANDIDATES, so even the approximate path saw every row: exact.
+      const incremental = await snapshot();
+      await dba.rebuildAugmentation();
+      expectSameState(incremental, await snapshot());
+    });
+
+    it('does nothing extra with augmentation off: the searched vector is the model output', async () => {
+      await store.upsertMany([record('a.jpg', direction(0)), record('b.jpg', direction(0, 0.5))]);
+      const rows = await client.query<{ raw: string | null; neighbours: string[] }>(
+        'SELECT raw_embedding::text AS raw, dba_neighbours::text[] AS neighbours FROM images',
+      );
+      expect(rows).toEqual([
+        { raw: null, neighbours: [] },
+        { raw: null, neighbours: [] },
+      ]);
+      expect(await store.rebuildAugmentation()).toBe(0);
+      expect(await store.getSearchedEmbedding('gallery', 'a.jpg')).toEqual(
+        await store.getEmbedding('gallery', 'a.jpg'),
+      );
+    });
+
+    it('records the transform in the model id: a plain store refuses to open with DBA on', async () => {
+      await store.upsertMany([record('a.jpg', direction(0))]);
+      const attempt = PgVectorStore.open(client, dbaOptions);
+      await expect(attempt).rejects.toBeInstanceOf(ModelMismatchError);
+      await expect(PgVectorStore.open(client, dbaOptions)).rejects.toThrow(
+        /built with model 'test-model' \(8-d\); the configured model is 'test-model' with transform '\+dba3'/,
+      );
+      await expect(PgVectorStore.open(client, dbaOptions)).rejects.toMatchObject({
+        hint: expect.stringMatching(/--reindex/),
+      });
+    });
+
+    it('serialises concurrent writers: the result equals a rebuild', async () => {
+      // Prepare: on PostgreSQL the pool runs these on separate connections at once.
+      const dba = await PgVectorStore.recreate(client, dbaOptions);
+      const vectors = gallery(32, 5);
+      // Act
+      await Promise.all(
+        Array.from({ length: 8 }, (_, w) =>
+          dba.upsertMany(vectors.slice(w * 4, w * 4 + 4).map((v, i) => record(`c/${w}-${i}.jpg`, v))),
+        ),
+      );
+      await Promise.all([dba.remove('gallery', ['c/0-0.jpg']), dba.remove('gallery', ['c/1-1.jpg'])]);
+      // Assess
+      const incremental = await snapshot();
+      await dba.rebuildAugmentation();
+      expectSameState(incremental, await snapshot());
+    });
   });
 });
 

@@ -1,6 +1,7 @@
 import pgvector from 'pgvector';
 import { InvalidInputError, ModelMismatchError } from '../../core/errors';
 import { compareSequencers, normaliseSequencer } from '../../core/object-events';
+import { databaseAugment, splitModelId } from '../../core/retrieval';
 import type {
   ImageRecord,
   IndexFailure,
@@ -31,6 +32,12 @@ export interface StoreOptions {
    * (100, Hamming) re-ranked exactly 11 ms; on real embeddings recall@10 0.996 with 100 candidates.
    */
   readonly binaryMinRows?: number;
+  /**
+   * Database-side augmentation with this many neighbours (0 or absent: off, and the store behaves as
+   * before v4: `embedding` is the model output and nothing else is maintained). The caller records it
+   * in `modelId` (transformSuffix: '+dba3'), so a store built with another k refuses to open.
+   */
+  readonly dba?: number;
 }
 
 export type SearchStrategy = 'exact' | 'hnsw' | 'binary';
@@ -41,6 +48,24 @@ export function binaryCandidates(limit: number): number {
 }
 
 const HNSW_INDEX = 'images_embedding_hnsw';
+
+/**
+ * DBA candidates per image on the approximate search paths (HNSW, binary): its 64 nearest by the
+ * store's own search, re-ranked by raw distance. Exact stores consider every row.
+ */
+export const DBA_CANDIDATES = 64;
+
+/** Rows per statement when recomputing neighbour lists and augmented vectors (bounded memory). */
+const DBA_CHUNK = 64;
+
+/** The advisory lock key that serialises DBA maintenance across connections (PostgreSQL). */
+const DBA_LOCK = 'ompf_dba';
+
+/** One row's DBA neighbour list: ids nearest first (ties by id), with their raw cosine distances. */
+interface NeighbourList {
+  readonly ids: string[];
+  readonly distances: number[];
+}
 
 /**
  * The vector store over PostgreSQL + pgvector, for both engines: the same SQL text runs on PGlite and
@@ -63,6 +88,11 @@ export class PgVectorStore implements VectorStore {
     return this.options.dimension;
   }
 
+  /** DBA neighbours per stored vector; 0 = off. */
+  get dba(): number {
+    return this.options.dba ?? 0;
+  }
+
   /**
    * Migrate and open. A store created for another model or dimension refuses to open: its vectors
    * cannot be compared with this model's.
@@ -73,10 +103,14 @@ export class PgVectorStore implements VectorStore {
       'SELECT model_id, dimension FROM ompf_store',
     );
     if (!meta || meta.model_id !== options.modelId || meta.dimension !== options.dimension) {
+      // Model and transform named apart: `--model` takes the model name, the transform comes from
+      // OMPF_FLIP / OMPF_POWER / OMPF_DBA.
+      const stored = splitModelId(meta?.model_id ?? '?');
+      const wanted = splitModelId(options.modelId);
       throw new ModelMismatchError(
-        `This store was built with model '${meta?.model_id ?? '?'}' (${meta?.dimension ?? '?'}-d); the configured model is '${options.modelId}' (${options.dimension}-d). Vectors of different models cannot be compared.`,
+        `This store was built with model '${stored.model}'${describeTransform(stored.transform)} (${meta?.dimension ?? '?'}-d); the configured model is '${wanted.model}'${describeTransform(wanted.transform)} (${options.dimension}-d). Vectors of different models or transforms cannot be compared.`,
         {
-          hint: `Re-index with the new model (\`ompf index DIR --reindex\`), use --model ${meta?.model_id ?? 'NAME'}, or point OMPF_DATA_DIR/DATABASE_URL at another store.`,
+          hint: `Re-index with the new model or transform (\`ompf index DIR --reindex\`), use --model ${stored.model}${stored.transform ? ` with the transform settings it was built with (OMPF_FLIP, OMPF_POWER, OMPF_DBA)` : ''}, or point OMPF_DATA_DIR/DATABASE_URL at another store.`,
           context: { storeModel: meta?.model_id, requestedModel: options.modelId },
         },
       );
@@ -101,23 +135,31 @@ export class PgVectorStore implements VectorStore {
   }
 
   private async writeRows(tx: SqlExecutor, unique: readonly ImageRecord[]): Promise<void> {
+    const augmenting = this.dba > 0;
+    if (augmenting) await this.lockAugmentation(tx);
     const column = <T>(pick: (r: ImageRecord) => T): T[] => unique.map(pick);
-    await tx.query(
+    const written = await tx.query<{ id: string }>(
       // The CTE is materialised so each vector's text is parsed once, not once per expression using it.
+      // With DBA on, the model output goes to raw_embedding and `embedding` holds it only until
+      // maintainAugmentation (below, same transaction) replaces it with the augmented vector.
       `WITH input AS MATERIALIZED (
          SELECT source, key, content_hash, etag, version_id, sequencer, embedding::halfvec AS embedding, width, height, bytes
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
              AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes))
-       INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, embedding_bits, width, height, bytes)
+       INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, raw_embedding,
+                           embedding_bits, dba_neighbours, dba_distances, width, height, bytes)
        SELECT source, key, content_hash, etag, version_id, sequencer, $7, input.embedding,
+              CASE WHEN $12::boolean THEN input.embedding END,
               CASE WHEN store.centre IS NULL THEN NULL ELSE binary_quantize(input.embedding - store.centre) END,
-              width, height, bytes
+              '{}', '{}', width, height, bytes
          FROM input CROSS JOIN ompf_store AS store
        ON CONFLICT (source, key) DO UPDATE SET
          content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
          sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
-         embedding_bits = EXCLUDED.embedding_bits,
-         width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()`,
+         raw_embedding = EXCLUDED.raw_embedding, embedding_bits = EXCLUDED.embedding_bits,
+         dba_neighbours = EXCLUDED.dba_neighbours, dba_distances = EXCLUDED.dba_distances,
+         width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()
+       RETURNING id::text AS id`,
       [
         column((r) => r.source),
         column((r) => r.key),
@@ -130,6 +172,7 @@ export class PgVectorStore implements VectorStore {
         column((r) => r.width),
         column((r) => r.height),
         column((r) => r.bytes),
+        augmenting,
       ],
     );
     await tx.query(
@@ -137,6 +180,224 @@ export class PgVectorStore implements VectorStore {
         WHERE f.source = done.source AND f.key = done.key`,
       [column((r) => r.source), column((r) => r.key)],
     );
+    if (augmenting)
+      await this.maintainAugmentation(
+        tx,
+        written.map((row) => row.id),
+        [],
+      );
+  }
+
+  /*
+   * Database-side augmentation (DBA), maintained by the store.
+   *
+   * Contract, with k = options.dba > 0: for every row x,
+   *   dba_neighbours(x) = the k other rows nearest to raw(x) by cosine distance (raw vectors as stored,
+   *                       halfvec), nearest first, ties by id; dba_distances(x) their distances;
+   *   embedding(x)      = databaseAugment(raw(x), raw vectors of dba_neighbours(x) in that order):
+   *                       the weighting `ompf eval` measures as dba3 (lib/core/retrieval.ts);
+   *   embedding_bits(x) = the sign bits of embedding(x) once the binary strategy is on.
+   * Lists depend only on the raw vectors, so the maintained state is a function of the set of raw
+   * vectors, whatever the order of inserts, overwrites and deletes. Every write restores the contract
+   * inside its own transaction: after writing the rows B (new or overwritten) or deleting the rows R,
+   *   - each row of B gets its list from scratch;
+   *   - each other row that lists a row of B or R (found through the GIN index) gets its list from
+   *     scratch (its neighbour moved or left);
+   *   - each remaining row x that some y in B now beats ((d(x,y), y) < its k-th, or x has fewer than k)
+   *     gets y spliced into its list (its other neighbours are unchanged, so top-k of the union is right);
+   *   - the embeddings of all these rows are recomputed.
+   * "Nearest" is searched the way queries are: an exact store compares with every row, so maintenance
+   * is exact and equals rebuildAugmentation(); an HNSW or binary store takes the DBA_CANDIDATES nearest
+   * by its own search and re-ranks them by raw distance, so a row that would list y but is not among
+   * y's candidates keeps its old list until the next rebuildAugmentation() (approximate, like search).
+   * Cost per written image: one search (plus one per row that listed it, on overwrite or delete), one
+   * read of the raw vectors involved and one UPDATE per DBA_CHUNK rows; round trips are per batch, not
+   * per row. On PostgreSQL all DBA maintenance is serialised by a transaction-scoped advisory lock:
+   * concurrent indexing Lambdas would otherwise each miss the other's uncommitted rows. The lock is held
+   * for database time only (embedding happens before the store is called); under READ COMMITTED each
+   * statement after the lock sees everything the previous holder committed.
+   */
+
+  private async lockAugmentation(tx: SqlExecutor): Promise<void> {
+    if (this.client.engine === 'postgresql')
+      await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [DBA_LOCK]);
+    if (this.strategy === 'hnsw') {
+      await tx.query(
+        "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        [String(2 * DBA_CANDIDATES)],
+      );
+    }
+  }
+
+  /** Restore the DBA contract after writing the rows `written` and deleting the rows `removed`. */
+  private async maintainAugmentation(
+    tx: SqlExecutor,
+    written: readonly string[],
+    removed: readonly string[],
+  ): Promise<void> {
+    const changed = [...written, ...removed];
+    if (changed.length === 0) return;
+    const referrers = (
+      await tx.query<{ id: string }>(
+        'SELECT id::text AS id FROM images WHERE dba_neighbours && $1::bigint[] AND NOT (id = ANY($1::bigint[])) ORDER BY id',
+        [changed],
+      )
+    ).map((row) => row.id);
+    const fromScratch = new Set([...written, ...referrers]);
+    const lists = new Map<string, NeighbourList>();
+    const splices = new Map<string, { old: NeighbourList; added: { id: string; distance: number }[] }>();
+    for (let i = 0; i < written.length; i += DBA_CHUNK) {
+      const rows = await this.neighbourRows(tx, written.slice(i, i + DBA_CHUNK), written);
+      for (const row of rows) {
+        if (row.forward) addNeighbour(lists, row.y, row.c, row.distance);
+        if (row.reverse && !fromScratch.has(row.c)) {
+          const splice = splices.get(row.c) ?? {
+            old: { ids: row.neighbours, distances: row.distances },
+            added: [],
+          };
+          splice.added.push({ id: row.y, distance: row.distance });
+          splices.set(row.c, splice);
+        }
+      }
+    }
+    for (let i = 0; i < referrers.length; i += DBA_CHUNK) {
+      for (const row of await this.neighbourRows(tx, referrers.slice(i, i + DBA_CHUNK), undefined)) {
+        addNeighbour(lists, row.y, row.c, row.distance);
+      }
+    }
+    for (const id of fromScratch) if (!lists.has(id)) lists.set(id, { ids: [], distances: [] });
+    for (const [id, { old, added }] of splices) {
+      const merged = [...old.ids.map((n, j) => ({ id: n, distance: old.distances[j]! })), ...added].sort(
+        byDistanceThenId,
+      );
+      const kept = merged.slice(0, this.dba);
+      lists.set(id, { ids: kept.map((e) => e.id), distances: kept.map((e) => e.distance) });
+    }
+    await this.rewriteAugmented(tx, lists);
+  }
+
+  /**
+   * For each row y of `ids`: its k nearest rows by raw distance (`forward`), and, when `reverse` names
+   * the rows being written, the rows outside it whose lists y now enters (`reverse`), with their lists.
+   * Candidates follow the store's search strategy (see the contract above).
+   */
+  private async neighbourRows(
+    tx: SqlExecutor,
+    ids: readonly string[],
+    reverse: readonly string[] | undefined,
+  ): Promise<NeighbourRow[]> {
+    const candidates =
+      this.strategy === 'exact'
+        ? 'CROSS JOIN images AS c'
+        : `CROSS JOIN LATERAL (
+             SELECT id FROM images
+              ORDER BY ${
+                this.strategy === 'hnsw'
+                  ? 'embedding <=> y.raw_embedding'
+                  : 'embedding_bits <~> binary_quantize(y.raw_embedding - (SELECT centre FROM ompf_store))'
+              }
+              LIMIT ${DBA_CANDIDATES + 1}) AS candidate
+           JOIN images AS c ON c.id = candidate.id`;
+    const rows = await tx.query<{
+      y: string;
+      c: string;
+      distance: number;
+      forward: boolean;
+      reverse: boolean;
+      neighbours: string[] | null;
+      distances: number[] | null;
+    }>(
+      `WITH pairs AS MATERIALIZED (
+         SELECT y.id AS y, c.id AS c, y.raw_embedding <=> c.raw_embedding AS distance,
+                c.dba_neighbours, c.dba_distances
+           FROM images AS y ${candidates}
+          WHERE y.id = ANY($1::bigint[]) AND c.id <> y.id),
+       ranked AS (
+         SELECT pairs.*, row_number() OVER (PARTITION BY y ORDER BY distance, c) <= $2::integer AS forward,
+                ($3::bigint[] IS NOT NULL AND NOT (c = ANY($3::bigint[]))
+                 AND (cardinality(dba_neighbours) < $2::integer
+                      OR (distance, y) < (dba_distances[$2::integer], dba_neighbours[$2::integer]))) AS reverse
+           FROM pairs)
+       SELECT y::text AS y, c::text AS c, distance, forward, reverse,
+              CASE WHEN reverse THEN dba_neighbours::text[] END AS neighbours,
+              CASE WHEN reverse THEN dba_distances END AS distances
+         FROM ranked
+        WHERE forward OR reverse
+        ORDER BY ranked.y, ranked.distance, ranked.c`, // qualified: the bigints, not the text aliases
+      [ids, this.dba, reverse ?? null],
+    );
+    return rows.map((row) => ({
+      y: row.y,
+      c: row.c,
+      distance: Number(row.distance),
+      forward: row.forward,
+      reverse: row.reverse,
+      neighbours: row.neighbours ?? [],
+      distances: (row.distances ?? []).map(Number),
+    }));
+  }
+
+  /** Write the lists and recompute the augmented vectors (and their sign bits) of the given rows. */
+  private async rewriteAugmented(tx: SqlExecutor, lists: ReadonlyMap<string, NeighbourList>): Promise<void> {
+    const entries = [...lists];
+    for (let i = 0; i < entries.length; i += DBA_CHUNK) {
+      const chunk = entries.slice(i, i + DBA_CHUNK);
+      const needed = new Set(chunk.flatMap(([id, list]) => [id, ...list.ids]));
+      const raws = new Map(
+        (
+          await tx.query<{ id: string; raw: string }>(
+            'SELECT id::text AS id, raw_embedding::text AS raw FROM images WHERE id = ANY($1::bigint[])',
+            [[...needed]],
+          )
+        ).map((row) => [row.id, Float32Array.from(pgvector.fromSql(row.raw) as number[])]),
+      );
+      const raw = (id: string): Float32Array => {
+        const vector = raws.get(id);
+        if (!vector) throw new Error(`DBA maintenance: row ${id} has no raw embedding.`);
+        return vector;
+      };
+      await tx.query(
+        `UPDATE images SET
+           embedding = u.embedding::halfvec,
+           embedding_bits = CASE WHEN store.centre IS NULL THEN NULL
+                                 ELSE binary_quantize(u.embedding::halfvec - store.centre) END,
+           dba_neighbours = u.neighbours::bigint[],
+           dba_distances = u.distances::double precision[]
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, embedding, neighbours, distances),
+              ompf_store AS store
+        WHERE images.id = u.id`,
+        [
+          chunk.map(([id]) => id),
+          chunk.map(([id, list]) => toSql(databaseAugment(raw(id), list.ids.map(raw)))),
+          chunk.map(([, list]) => `{${list.ids.join(',')}}`),
+          // String(number) is the shortest exact round trip, so stored distances compare exactly.
+          chunk.map(([, list]) => `{${list.distances.map(String).join(',')}}`),
+        ],
+      );
+    }
+  }
+
+  /**
+   * Recompute every row's DBA list and augmented vector from scratch (after a bulk load, or to reset
+   * the drift of approximate maintenance on large stores). Exact while the store searches exactly;
+   * otherwise it uses the store's candidates, like maintenance. Returns the number of rows rewritten.
+   */
+  async rebuildAugmentation(): Promise<number> {
+    if (this.dba === 0) return 0;
+    return this.client.transaction(async (tx) => {
+      await this.lockAugmentation(tx);
+      const ids = (await tx.query<{ id: string }>('SELECT id::text AS id FROM images ORDER BY id')).map(
+        (row) => row.id,
+      );
+      const lists = new Map<string, NeighbourList>(ids.map((id) => [id, { ids: [], distances: [] }]));
+      for (let i = 0; i < ids.length; i += DBA_CHUNK) {
+        for (const row of await this.neighbourRows(tx, ids.slice(i, i + DBA_CHUNK), undefined)) {
+          addNeighbour(lists, row.y, row.c, row.distance);
+        }
+      }
+      await this.rewriteAugmented(tx, lists);
+      return ids.length;
+    });
   }
 
   async contentHashes(source: string, keys: readonly string[]): Promise<Map<string, string>> {
@@ -156,7 +417,17 @@ export class PgVectorStore implements VectorStore {
     return rows.map((row) => row.key);
   }
 
+  /** The model's output for the image (with DBA on, the raw vector, not the augmented one). */
   async getEmbedding(source: string, key: string): Promise<Float32Array | undefined> {
+    const [row] = await this.client.query<{ embedding: string }>(
+      'SELECT coalesce(raw_embedding, embedding)::text AS embedding FROM images WHERE source = $1 AND key = $2',
+      [source, key],
+    );
+    return row ? Float32Array.from(pgvector.fromSql(row.embedding) as number[]) : undefined;
+  }
+
+  /** The vector searches compare queries with (with DBA on, the augmented one). */
+  async getSearchedEmbedding(source: string, key: string): Promise<Float32Array | undefined> {
     const [row] = await this.client.query<{ embedding: string }>(
       'SELECT embedding::text AS embedding FROM images WHERE source = $1 AND key = $2',
       [source, key],
@@ -175,14 +446,21 @@ export class PgVectorStore implements VectorStore {
   async remove(source: string, keys: readonly string[]): Promise<number> {
     if (keys.length === 0) return 0;
     return this.client.transaction(async (tx) => {
-      const removed = await tx.query(
-        'DELETE FROM images WHERE source = $1 AND key = ANY($2::text[]) RETURNING id',
+      if (this.dba > 0) await this.lockAugmentation(tx);
+      const removed = await tx.query<{ id: string }>(
+        'DELETE FROM images WHERE source = $1 AND key = ANY($2::text[]) RETURNING id::text AS id',
         [source, keys],
       );
       await tx.query('DELETE FROM index_failures WHERE source = $1 AND key = ANY($2::text[])', [
         source,
         keys,
       ]);
+      if (this.dba > 0)
+        await this.maintainAugmentation(
+          tx,
+          [],
+          removed.map((row) => row.id),
+        );
       return removed.length;
     });
   }
@@ -303,10 +581,17 @@ export class PgVectorStore implements VectorStore {
       if (current !== undefined && compareSequencers(sequencer, current) <= 0) {
         return { applied: false, current };
       }
-      const removed = await tx.query('DELETE FROM images WHERE source = $1 AND key = $2 RETURNING id', [
-        source,
-        key,
-      ]);
+      if (this.dba > 0) await this.lockAugmentation(tx);
+      const removed = await tx.query<{ id: string }>(
+        'DELETE FROM images WHERE source = $1 AND key = $2 RETURNING id::text AS id',
+        [source, key],
+      );
+      if (this.dba > 0)
+        await this.maintainAugmentation(
+          tx,
+          [],
+          removed.map((row) => row.id),
+        );
       await tx.query('DELETE FROM index_failures WHERE source = $1 AND key = $2', [source, key]);
       await tx.query(
         `INSERT INTO image_tombstones (source, key, sequencer) VALUES ($1, $2, $3)
@@ -450,6 +735,36 @@ async function hasHnswIndex(client: SqlClient): Promise<boolean> {
     HNSW_INDEX,
   ]);
   return row?.present === true;
+}
+
+function describeTransform(suffix: string): string {
+  return suffix ? ` with transform '${suffix}'` : '';
+}
+
+interface NeighbourRow {
+  readonly y: string;
+  readonly c: string;
+  readonly distance: number;
+  readonly forward: boolean;
+  readonly reverse: boolean;
+  readonly neighbours: string[];
+  readonly distances: number[];
+}
+
+/** Append c to y's list; rows arrive ordered by (y, distance, c), so lists come out nearest first. */
+function addNeighbour(lists: Map<string, NeighbourList>, y: string, c: string, distance: number): void {
+  const list = lists.get(y) ?? { ids: [], distances: [] };
+  list.ids.push(c);
+  list.distances.push(distance);
+  lists.set(y, list);
+}
+
+/** The order of DBA lists: raw distance, then id (as the SQL's ORDER BY distance, id). */
+function byDistanceThenId(a: { id: string; distance: number }, b: { id: string; distance: number }): number {
+  if (a.distance !== b.distance) return a.distance - b.distance;
+  const x = BigInt(a.id);
+  const y = BigInt(b.id);
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 function toSql(vector: Float32Array): string {
