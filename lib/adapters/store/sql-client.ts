@@ -86,7 +86,7 @@ export class PgliteSqlClient implements SqlClient {
   }
 
   async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
-    return (await this.db.query<Row>(text, params as unknown[])).rows;
+    return (await this.db.query<Row>(text, params as unknown[], this.binaryParameters(params))).rows;
   }
 
   async exec(script: string): Promise<void> {
@@ -97,7 +97,7 @@ export class PgliteSqlClient implements SqlClient {
     return this.db.transaction((tx) =>
       work({
         query: async <Row>(text: string, params: readonly unknown[] = []) =>
-          (await tx.query<Row>(text, params as unknown[])).rows,
+          (await tx.query<Row>(text, params as unknown[], this.binaryParameters(params))).rows,
         exec: async (script: string) => {
           await tx.exec(script);
         },
@@ -107,6 +107,28 @@ export class PgliteSqlClient implements SqlClient {
 
   async close(): Promise<void> {
     await this.db.close();
+  }
+
+  /**
+   * Byte parameters (Buffer, Uint8Array) travel in binary format, as node-postgres sends them, so the
+   * same SQL gets the same parameters on both engines (halfvec-binary.ts). PGlite picks a serializer
+   * by the parameter's type OID and sends a byte view in binary, but has serializers only for its
+   * built-in types and would stringify anything else (halfvec's OID is assigned at CREATE EXTENSION).
+   */
+  private binaryParameters(
+    params: readonly unknown[],
+  ): { serializers: Record<number, (value: unknown) => string> } | undefined {
+    if (!params.some((param) => ArrayBuffer.isView(param))) return undefined;
+    const builtIn = this.db.serializers;
+    const passBytes = (oid: number) => (value: unknown) =>
+      // A byte view is what PGlite's bind step sends in binary; the typings only know strings.
+      ArrayBuffer.isView(value) ? (value as unknown as string) : (builtIn[oid]?.(value) ?? String(value));
+    return {
+      serializers: new Proxy<Record<number, (value: unknown) => string>>(
+        {},
+        { get: (_target, oid) => passBytes(Number(oid)) },
+      ),
+    };
   }
 }
 
