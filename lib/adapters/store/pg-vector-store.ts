@@ -11,6 +11,7 @@ import type {
   StoreStats,
   VectorStore,
 } from '../../core/ports';
+import { encodeHalfvec, encodeHalfvecArray } from './halfvec-binary';
 import { migrate } from './migrator';
 import type { SqlClient, SqlExecutor } from './sql-client';
 
@@ -69,8 +70,8 @@ interface NeighbourList {
 
 /**
  * The vector store over PostgreSQL + pgvector, for both engines: the same SQL text runs on PGlite and
- * on a PostgreSQL server. Vectors travel as pgvector text literals cast to halfvec (pgvector-node's
- * recommendation for one code path across drivers). Embeddings are stored as halfvec(D): pgvector
+ * on a PostgreSQL server. Vectors travel in pgvector's binary halfvec format (halfvec-binary.ts),
+ * which both drivers send as binary parameters. Embeddings are stored as halfvec(D): pgvector
  * indexes `vector` only up to 2,000 dimensions, halfvec up to 4,000, and it halves storage.
  */
 export class PgVectorStore implements VectorStore {
@@ -78,6 +79,8 @@ export class PgVectorStore implements VectorStore {
     private readonly client: SqlClient,
     private readonly options: StoreOptions,
     private strategy: SearchStrategy,
+    /** halfvec's type OID in this database, for binary halfvec[] parameters (halfvec-binary.ts). */
+    private readonly halfvecOid: number,
   ) {}
 
   get modelId(): string {
@@ -115,7 +118,8 @@ export class PgVectorStore implements VectorStore {
         },
       );
     }
-    return new PgVectorStore(client, options, await currentStrategy(client));
+    const [halfvec] = await client.query<{ oid: number }>("SELECT 'halfvec'::regtype::oid::integer AS oid");
+    return new PgVectorStore(client, options, await currentStrategy(client), halfvec!.oid);
   }
 
   /** Drop everything this store holds and recreate it for `options.modelId` (re-index after a model change). */
@@ -144,7 +148,7 @@ export class PgVectorStore implements VectorStore {
       // maintainAugmentation (below, same transaction) replaces it with the augmented vector.
       `WITH input AS MATERIALIZED (
          SELECT source, key, content_hash, etag, version_id, sequencer, embedding::halfvec AS embedding, width, height, bytes
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::int[], $10::int[], $11::bigint[])
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::halfvec[], $9::int[], $10::int[], $11::bigint[])
              AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes))
        INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, raw_embedding,
                            embedding_bits, dba_neighbours, dba_distances, width, height, bytes)
@@ -168,7 +172,10 @@ export class PgVectorStore implements VectorStore {
         column((r) => r.versionId ?? null),
         column((r) => r.sequencer ?? null),
         this.options.modelId,
-        column((r) => toSql(r.embedding)),
+        encodeHalfvecArray(
+          unique.map((r) => r.embedding),
+          this.halfvecOid,
+        ),
         column((r) => r.width),
         column((r) => r.height),
         column((r) => r.bytes),
@@ -363,12 +370,15 @@ export class PgVectorStore implements VectorStore {
                                  ELSE binary_quantize(u.embedding::halfvec - store.centre) END,
            dba_neighbours = u.neighbours::bigint[],
            dba_distances = u.distances::double precision[]
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, embedding, neighbours, distances),
+         FROM unnest($1::bigint[], $2::halfvec[], $3::text[], $4::text[]) AS u(id, embedding, neighbours, distances),
               ompf_store AS store
         WHERE images.id = u.id`,
         [
           chunk.map(([id]) => id),
-          chunk.map(([id, list]) => toSql(databaseAugment(raw(id), list.ids.map(raw)))),
+          encodeHalfvecArray(
+            chunk.map(([id, list]) => databaseAugment(raw(id), list.ids.map(raw))),
+            this.halfvecOid,
+          ),
           chunk.map(([, list]) => `{${list.ids.join(',')}}`),
           // String(number) is the shortest exact round trip, so stored distances compare exactly.
           chunk.map(([, list]) => `{${list.distances.map(String).join(',')}}`),
@@ -468,7 +478,7 @@ export class PgVectorStore implements VectorStore {
   async nearest(query: NearestQuery): Promise<Neighbour[]> {
     this.assertVector(query.vector);
     const params = [
-      toSql(query.vector),
+      encodeHalfvec(query.vector),
       query.keyPrefix ?? null,
       query.exclude?.source ?? null,
       query.exclude?.key ?? null,
@@ -765,10 +775,6 @@ function byDistanceThenId(a: { id: string; distance: number }, b: { id: string; 
   const x = BigInt(a.id);
   const y = BigInt(b.id);
   return x < y ? -1 : x > y ? 1 : 0;
-}
-
-function toSql(vector: Float32Array): string {
-  return pgvector.toSql(Array.from(vector)) as string;
 }
 
 interface AppliedSequencers {
