@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { matMulModel } from '../../lib/bench/matmul';
-import { percentiles, syntheticVectors } from '../../lib/bench/measure';
+import { clusteredVectors, percentiles, recallAtK } from '../../lib/bench/measure';
 import { toMarkdown, toSvg, type BenchResult } from '../../lib/bench/report';
 
 describe('benchmark building blocks (speed is measured by `npm run bench`, never asserted)', () => {
@@ -18,11 +18,36 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     expect(percentiles(samples)).toEqual({ p50: 51, p95: 96, p99: 100 });
   });
 
-  it('synthetic vectors are unit length and reproducible', () => {
-    const [a] = syntheticVectors(1, 64, 5);
-    const [b] = syntheticVectors(1, 64, 5);
-    expect(a).toEqual(b);
+  it('clustered vectors are unit length, non-negative, reproducible and really clustered', () => {
+    const draw = clusteredVectors(256, 4, 5);
+    const [a] = draw(1, 9);
+    expect(a).toEqual(draw(1, 9)[0]);
     expect(a!.reduce((sum, x) => sum + x * x, 0)).toBeCloseTo(1, 5);
+    expect(a!.every((x) => x >= 0)).toBe(true);
+    // Each point's nearest other point is far closer than the typical pair: there is structure to find.
+    const points = draw(40, 3);
+    const cos = (x: Float32Array, y: Float32Array) => x.reduce((sum, v, i) => sum + v * y[i]!, 0);
+    const nearest = points.map((p, i) => Math.max(...points.filter((_, j) => j !== i).map((q) => cos(p, q))));
+    const all = points.flatMap((p, i) => points.slice(i + 1).map((q) => cos(p, q)));
+    const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+    expect(mean(nearest)).toBeGreaterThan(mean(all) + 0.05);
+  });
+
+  it('recall@k counts the exact neighbours found, per query', () => {
+    const exact = [
+      [{ key: 'a' }, { key: 'b' }],
+      [{ key: 'c' }, { key: 'd' }],
+    ];
+    expect(recallAtK(exact, exact)).toBe(1);
+    expect(
+      recallAtK(
+        [
+          [{ key: 'a' }, { key: 'x' }],
+          [{ key: 'y' }, { key: 'z' }],
+        ],
+        exact,
+      ),
+    ).toBe(0.25);
   });
 
   it('renders a result as Markdown tables and an SVG chart', () => {
