@@ -1,4 +1,9 @@
-import { encodeHalfvec, encodeHalfvecArray, toHalfBits } from '../../lib/adapters/store/halfvec-binary';
+import {
+  decodeHalfvec,
+  encodeHalfvec,
+  encodeHalfvecArray,
+  toHalfBits,
+} from '../../lib/adapters/store/halfvec-binary';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
 import { TEST_DATABASE_URL } from '../helpers/shared';
 
@@ -73,6 +78,22 @@ describe.each(engines)('halfvec binary parameters on $name', ({ connect }) => {
     );
     expect(rows).toHaveLength(5);
     for (const row of rows) expect(row.binary).toBe(row.text);
+  });
+
+  test('halfvec_send output decodes to exactly the stored values', async () => {
+    const vector = awkwardValues();
+    const [row] = await client.query<{ bytes: Uint8Array; text: string }>(
+      'SELECT halfvec_send($1::halfvec) AS bytes, $1::halfvec::text AS text',
+      [encodeHalfvec(vector)],
+    );
+    const decoded = decodeHalfvec(row!.bytes);
+    // The server prints the shortest decimal of each float32; fround gives back that float32.
+    const parsed = row!.text
+      .slice(1, -1)
+      .split(',')
+      .map((x) => Math.fround(Number(x)));
+    expect(Array.from(decoded)).toEqual(parsed);
+    expect(() => decodeHalfvec(row!.bytes.subarray(0, 10))).toThrow(/cannot be 10 bytes/);
   });
 
   test('text parameters beside binary ones keep their own serialisation', async () => {

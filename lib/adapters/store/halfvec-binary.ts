@@ -87,3 +87,44 @@ export function encodeHalfvecArray(vectors: readonly Float32Array[], elementOid:
   }
   return buffer;
 }
+
+/** float32 value of every binary16 bit pattern: decoding is one table lookup per dimension. */
+let halfToFloat: Float32Array | undefined;
+
+function halfTable(): Float32Array {
+  if (halfToFloat) return halfToFloat;
+  const table = new Float32Array(65536);
+  for (let bits = 0; bits < 65536; bits++) {
+    const sign = bits & 0x8000 ? -1 : 1;
+    const exponent = (bits >>> 10) & 0x1f;
+    const mantissa = bits & 0x3ff;
+    table[bits] =
+      exponent === 0
+        ? sign * mantissa * 2 ** -24
+        : exponent === 31
+          ? mantissa === 0
+            ? sign * Infinity
+            : Number.NaN
+          : sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+  }
+  halfToFloat = table;
+  return table;
+}
+
+/**
+ * Decode pgvector's binary halfvec (what `halfvec_send(column)` returns as bytea) into float32:
+ * the read-side twin of encodeHalfvec, exact, and without formatting and parsing decimal text.
+ */
+export function decodeHalfvec(bytes: Uint8Array): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const dimension = view.getInt16(0);
+  if (bytes.byteLength !== 4 + 2 * dimension) {
+    throw new RangeError(
+      `A binary halfvec of ${dimension} dimensions cannot be ${bytes.byteLength} bytes long.`,
+    );
+  }
+  const table = halfTable();
+  const vector = new Float32Array(dimension);
+  for (let i = 0; i < dimension; i++) vector[i] = table[view.getUint16(4 + 2 * i)]!;
+  return vector;
+}
