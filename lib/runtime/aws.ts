@@ -1,5 +1,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { Signer } from '@aws-sdk/rds-signer';
+import pg from 'pg';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import type { ApiDependencies } from '../api/http-api';
@@ -36,6 +38,19 @@ const awsEnvSchema = z.object({
   OMPF_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),
   /** Secrets Manager secret with the database credentials (RDS JSON). Or DATABASE_URL. */
   OMPF_DB_SECRET_ARN: z.string().min(1).optional(),
+  /**
+   * Or RDS IAM authentication: the database host and the role to log in as, with a 15-minute token
+   * signed by the function's own credentials as the password (no password exists anywhere).
+   */
+  OMPF_DB_HOST: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+$/, 'a host name')
+    .optional(),
+  OMPF_DB_PORT: integer(1, 65_535).default(5432),
+  OMPF_DB_USER: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a PostgreSQL role name')
+    .optional(),
   OMPF_DB_NAME: z.string().min(1).default('ompf'),
   OMPF_DB_MAX_CONNECTIONS: integer(1, 20).default(2),
   /** Presigned query uploads land here; the indexer never indexes keys under it. */
@@ -60,6 +75,8 @@ export interface AwsConfig {
   readonly base: Config;
   readonly bucket: string;
   readonly dbSecretArn: string | undefined;
+  /** RDS IAM authentication as this role (indexer, query); undefined: the secret or DATABASE_URL. */
+  readonly dbIam: { readonly host: string; readonly port: number; readonly user: string } | undefined;
   readonly dbName: string;
   readonly dbMaxConnections: number;
   readonly uploadsPrefix: string;
@@ -85,8 +102,16 @@ export function loadAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
   if (!parsed.success) {
     problems.push(...parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
   }
-  if (parsed.success && base && !parsed.data.OMPF_DB_SECRET_ARN === !base.databaseUrl) {
-    problems.push('OMPF_DB_SECRET_ARN / DATABASE_URL: set exactly one of them');
+  if (parsed.success && base) {
+    const e = parsed.data;
+    if (!e.OMPF_DB_HOST !== !e.OMPF_DB_USER)
+      problems.push('OMPF_DB_HOST / OMPF_DB_USER: set both or neither');
+    const ways = [e.OMPF_DB_SECRET_ARN, base.databaseUrl, e.OMPF_DB_HOST].filter(Boolean).length;
+    if (ways !== 1) {
+      problems.push(
+        'OMPF_DB_SECRET_ARN / DATABASE_URL / OMPF_DB_HOST + OMPF_DB_USER: set exactly one of them',
+      );
+    }
   }
   if (problems.length > 0 || !parsed.success || !base) {
     throw new ConfigError(`Invalid Lambda configuration: ${problems.join('; ')}.`, {
@@ -99,6 +124,10 @@ export function loadAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
     base,
     bucket: e.OMPF_BUCKET,
     dbSecretArn: e.OMPF_DB_SECRET_ARN,
+    dbIam:
+      e.OMPF_DB_HOST && e.OMPF_DB_USER
+        ? { host: e.OMPF_DB_HOST, port: e.OMPF_DB_PORT, user: e.OMPF_DB_USER }
+        : undefined,
     dbName: e.OMPF_DB_NAME,
     dbMaxConnections: e.OMPF_DB_MAX_CONNECTIONS,
     uploadsPrefix: e.OMPF_UPLOADS_PREFIX,
@@ -124,12 +153,55 @@ export function createAwsClients(config: AwsConfig): AwsClients {
   };
 }
 
-/** The database: DATABASE_URL when set, else the URL held in the Secrets Manager secret. */
+/** How long a password read from the secret is reused for new connections (rotation is followed). */
+const SECRET_REUSE_MS = 5 * 60_000;
+
+/**
+ * The database, one of three ways: DATABASE_URL (tests, other clouds); RDS IAM authentication as the
+ * function's own role (the indexer and the query API: each new connection gets a fresh token signed
+ * with the function's credentials, so no password is stored or configured); or the admin secret
+ * (the migrate step), re-read for new connections at most every 5 minutes so a rotated password is
+ * picked up without a cold start. TLS with the certificate and host name verified in both AWS modes.
+ */
 export async function openSqlClient(config: AwsConfig, clients: AwsClients): Promise<SqlClient> {
-  const url =
-    config.base.databaseUrl ??
-    (await databaseUrlFromSecret(clients.secrets, config.dbSecretArn!, config.dbName));
-  return PostgresSqlClient.connect(url, { maxConnections: config.dbMaxConnections });
+  if (config.base.databaseUrl) {
+    return PostgresSqlClient.connect(config.base.databaseUrl, { maxConnections: config.dbMaxConnections });
+  }
+  const pool = new pg.Pool(await databasePoolConfig(config, clients));
+  // As PostgresSqlClient.connect does: an idle connection lost (database restart, failover) must not
+  // crash the container; the next query opens a new one.
+  pool.on('error', () => undefined);
+  return new PostgresSqlClient(pool);
+}
+
+/** The pool settings of the two AWS modes (IAM token or the secret); exported for the tests. */
+export async function databasePoolConfig(config: AwsConfig, clients: AwsClients): Promise<pg.PoolConfig> {
+  const pool = { max: config.dbMaxConnections, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 };
+  let connection: pg.PoolConfig;
+  if (config.dbIam) {
+    const { host, port, user } = config.dbIam;
+    const signer = new Signer({ hostname: host, port, username: user });
+    connection = { host, port, user, database: config.dbName, password: () => signer.getAuthToken() };
+  } else {
+    const read = async () =>
+      new URL(await databaseUrlFromSecret(clients.secrets, config.dbSecretArn!, config.dbName));
+    let url = await read();
+    let readAt = Date.now();
+    connection = {
+      host: url.hostname,
+      port: Number(url.port),
+      user: decodeURIComponent(url.username),
+      database: decodeURIComponent(url.pathname.slice(1)),
+      password: async () => {
+        if (Date.now() - readAt > SECRET_REUSE_MS) {
+          url = await read();
+          readAt = Date.now();
+        }
+        return decodeURIComponent(url.password);
+      },
+    };
+  }
+  return { ...connection, ...pool, ssl: { rejectUnauthorized: true } };
 }
 
 /** What the indexer, the query API and the migrate step are built from; `sql` is opened once. */
