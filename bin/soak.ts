@@ -2,8 +2,10 @@
 /**
  * `npm run soak`: the fault-injection soak of the indexing path (lib/soak/soak.ts), loopback only.
  * Options: --events N --keys N --seconds N --seed N, or --short (the CI preset); --database-url URL
- * to run on PostgreSQL + pgvector (a schema of its own, dropped afterwards). Exits 1 on any
- * mismatch between the index and the bucket.
+ * to run on PostgreSQL + pgvector (a schema of its own, dropped afterwards); --restart-command CMD to
+ * restart that server mid-batch (e.g. 'bash scripts/ci/restart-postgres.sh': pg_ctl restart -m fast;
+ * use a cluster of its own, every other client of it sees the restarts too). Exits 1 on any mismatch
+ * between the index and the bucket.
  */
 import { DEFAULT_PRESET, defaultModelsDir, runSoak, SHORT_PRESET } from '../lib/soak/soak';
 
@@ -34,13 +36,18 @@ async function main(): Promise<number> {
     maxReceiveCount: 5,
     batchSize: 10,
     databaseUrl: text(args, 'database-url'),
+    restartCommand: text(args, 'restart-command'),
+    maxRestarts: option(args, 'max-restarts') ?? (preset === SHORT_PRESET ? 3 : 10),
     log: (line: string) => process.stderr.write(`${line}\n`),
   };
   const shown = { ...options, log: undefined, databaseUrl: options.databaseUrl ? '(set)' : undefined };
+  if (options.restartCommand && !options.databaseUrl) {
+    throw new Error('--restart-command restarts a PostgreSQL server: give --database-url too.');
+  }
   process.stderr.write(`soak: ${JSON.stringify(shown)}\n`);
   const report = await runSoak(options);
   const lines = [
-    `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries}, dead-lettered ${report.deadLettered}`,
+    `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries} (${report.failedByRestart} after database restarts), dead-lettered ${report.deadLettered}`,
     `faults: ${Object.entries(report.faults)
       .map(([kind, count]) => `${kind} ${count}`)
       .join(', ')}`,

@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   DeleteObjectCommand,
@@ -16,10 +19,15 @@ import { startLoopbackS3 } from './loopback-s3';
 /**
  * A fault-injection soak of the real indexing path: the indexing Lambda handler (lib/runtime/aws.ts,
  * Powertools partial batch responses, the ObjectEventIndexer, S3Objects, PgVectorStore) fed
- * SQS-shaped batches of S3 notifications, against s3rver on loopback and PGlite. The driver plays S3
- * and SQS: it changes the bucket, emits one notification per change, and delivers them at least once,
- * in any order, with retries and a dead-letter queue, while injecting faults. Afterwards the index
- * must match the bucket exactly.
+ * SQS-shaped batches of S3 notifications, against s3rver on loopback and PGlite (on disk) or
+ * PostgreSQL. The driver plays S3 and SQS: it changes the bucket, emits one notification per change,
+ * and delivers them at least once, in any order, with retries and a dead-letter queue, while
+ * injecting faults. Afterwards the index must match the bucket exactly.
+ *
+ * Database restarts are real: on PostgreSQL the driver runs `restartCommand` (a `pg_ctl restart -m
+ * fast`, scripts/ci/restart-postgres.sh) while a batch is in flight and checks that the server's start
+ * time changed; on PGlite it closes the store and opens it again from its data directory between
+ * batches (what a local server restart does).
  */
 export interface SoakOptions {
   /** S3 notifications to generate (duplicates and poison messages included). */
@@ -35,6 +43,13 @@ export interface SoakOptions {
   readonly batchSize: number;
   /** A PostgreSQL (with pgvector) to run on, in a schema of its own; PGlite when unset. */
   readonly databaseUrl?: string | undefined;
+  /**
+   * PostgreSQL only: a shell command that restarts the server behind `databaseUrl` (it must return
+   * once the server accepts connections again). Unset: no restarts are injected on PostgreSQL.
+   */
+  readonly restartCommand?: string | undefined;
+  /** At most this many database restarts (they cost about a second each). */
+  readonly maxRestarts?: number | undefined;
   readonly log?: (line: string) => void;
 }
 
@@ -51,6 +66,7 @@ export type FaultKind =
   | 'transientS3Error'
   | 'slowResponse'
   | 'databaseDrop'
+  | 'databaseRestart'
   | 'poison';
 
 export const FAULT_KINDS: readonly FaultKind[] = [
@@ -63,6 +79,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   'transientS3Error',
   'slowResponse',
   'databaseDrop',
+  'databaseRestart',
   'poison',
 ];
 
@@ -72,6 +89,8 @@ export interface SoakReport {
   readonly deliveries: number;
   readonly batches: number;
   readonly retries: number;
+  /** Records of the batches a database restart hit that the handler reported failed (then retried). */
+  readonly failedByRestart: number;
   readonly deadLettered: number;
   readonly faults: Record<FaultKind, number>;
   readonly objects: number;
@@ -179,15 +198,56 @@ function cosine(a: Float32Array, b: Float32Array): number {
   return dot / Math.sqrt(na * nb);
 }
 
+/** Runs a shell command; resolves when it exits 0 (not when its pipes close: a postmaster keeps them). */
+function run(command: string): Promise<void> {
+  return new Promise((done, fail) => {
+    const child = spawn('bash', ['-c', command], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-2_000);
+    });
+    child.on('error', fail);
+    child.on('exit', (code) =>
+      code === 0 ? done() : fail(new Error(`'${command}' exited ${String(code)}: ${stderr.trim()}`)),
+    );
+  });
+}
+
 /**
  * The database as the handler sees it: after `drop(n)`, the n-th statement from then on fails as a
- * dropped connection does (inside a transaction too, which is then rolled back).
+ * dropped connection does (inside a transaction too, which is then rolled back). `replace` swaps the
+ * connection underneath (PGlite closed and opened again from its data directory).
  */
-class DroppingSqlClient implements SqlClient {
+class FaultySqlClient implements SqlClient {
   private countdown: number | undefined;
   dropped = 0;
+  private restartCountdown: number | undefined;
+  private restartServer: (() => Promise<boolean>) | undefined;
+  private restarting: Promise<boolean> | undefined;
 
-  constructor(private readonly inner: SqlClient) {}
+  /** When the n-th statement from now starts, restart the server (not awaited: the batch runs on). */
+  armRestart(afterStatements: number, restartServer: () => Promise<boolean>): void {
+    this.restartCountdown = afterStatements;
+    this.restartServer = restartServer;
+    this.restarting = undefined;
+  }
+
+  /** Waits for a restart that started; false when the batch ended before its statement came. */
+  async disarmRestart(): Promise<boolean> {
+    this.restartCountdown = undefined;
+    const restarting = this.restarting;
+    this.restarting = undefined;
+    return restarting ? restarting : false;
+  }
+
+  constructor(private inner: SqlClient) {}
+
+  /** Close the current engine and continue on `reopen()`'s; statements in between wait for it. */
+  async replace(reopen: () => Promise<SqlClient>): Promise<void> {
+    const old = this.inner;
+    await old.close();
+    this.inner = await reopen();
+  }
 
   get engine() {
     return this.inner.engine;
@@ -198,6 +258,12 @@ class DroppingSqlClient implements SqlClient {
   }
 
   private check(): void {
+    if (this.restartCountdown !== undefined && --this.restartCountdown <= 0) {
+      this.restartCountdown = undefined;
+      this.restarting = this.restartServer?.();
+      // Awaited by disarmRestart; a failure must not surface as an unhandled rejection meanwhile.
+      this.restarting?.catch(() => undefined);
+    }
     if (this.countdown === undefined) return;
     this.countdown -= 1;
     if (this.countdown > 0) return;
@@ -288,6 +354,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
   let client: SqlClient;
   let dropSchema = () => Promise.resolve();
+  /** Restarts the database; resolves to false when it cannot (PostgreSQL without a command). */
+  let restart: (database: FaultySqlClient) => Promise<boolean> = () => Promise.resolve(false);
+  /** Where the restart happens: during a batch (a server) or between batches (PGlite in-process). */
+  let restartDuringBatch = false;
   const databaseUrl = options.databaseUrl;
   if (databaseUrl) {
     // A schema of its own, named from digits only (the one identifier the soak writes into SQL).
@@ -311,8 +381,45 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const url = new URL(databaseUrl);
     url.searchParams.set('options', `-c search_path=${schema},public`);
     client = PostgresSqlClient.connect(url.toString(), { maxConnections: 2 });
+    const restartCommand = options.restartCommand;
+    if (restartCommand) {
+      restartDuringBatch = true;
+      // Each restart must really restart the server: its start time has to change.
+      const startTime = async () => {
+        const probe = PostgresSqlClient.connect(databaseUrl, { maxConnections: 1 });
+        try {
+          for (let attempt = 0; ; attempt++) {
+            try {
+              const [row] = await probe.query<{ t: string }>('SELECT pg_postmaster_start_time()::text AS t');
+              return row?.t ?? '';
+            } catch (error) {
+              if (attempt >= 20) throw error;
+              await sleep(250);
+            }
+          }
+        } finally {
+          await probe.close();
+        }
+      };
+      restart = async () => {
+        const before = await startTime();
+        await run(restartCommand);
+        const after = await startTime();
+        if (after === before) throw new Error(`'${restartCommand}' did not restart PostgreSQL`);
+        return true;
+      };
+    } else {
+      log('soak: no --restart-command: database restarts are not injected on PostgreSQL');
+    }
   } else {
-    client = await PgliteSqlClient.open(undefined);
+    // On disk, so a restart (close, open again from the directory) has something to lose.
+    const dataDir = mkdtempSync(join(tmpdir(), 'ompf-soak-pglite-'));
+    client = await PgliteSqlClient.open(dataDir);
+    restart = async (database) => {
+      await database.replace(() => PgliteSqlClient.open(dataDir));
+      return true;
+    };
+    dropSchema = () => Promise.resolve(rmSync(dataDir, { recursive: true, force: true }));
   }
   const env: NodeJS.ProcessEnv = {
     OMPF_BUCKET: BUCKET,
@@ -325,8 +432,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   };
   const config = aws.loadAwsConfig(env);
   const spec = resolveModelSpec(MODEL);
-  const store = await PgVectorStore.recreate(client, storeOptions(spec, config.base));
-  const database = new DroppingSqlClient(client);
+  const database = new FaultySqlClient(client);
+  const store = await PgVectorStore.recreate(database, storeOptions(spec, config.base));
+  const maxRestarts = options.maxRestarts ?? 3;
   const parts = aws.awsParts(config, {
     clients: { s3: lambdaS3, secrets: new SecretsManagerClient({ region: 'us-east-1' }) },
     sql: () => Promise.resolve(database),
@@ -369,6 +477,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let deliveries = 0;
   let batches = 0;
   let retries = 0;
+  let failedByRestart = 0;
   /** Per key, the newest sequencer the handler has been handed (to measure reordering). */
   const newestDelivered = new Map<string, number>();
 
@@ -509,8 +618,22 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }
       // The database drops the connection part-way through the batch.
       if (faultable && rand() < 0.2) database.drop(1 + pick(batch.length * 4));
-      failed = await invoke(records);
+      // The database server restarts while the batch runs (pg_ctl restart -m fast).
+      const restartNow = faultable && faults.databaseRestart < maxRestarts && rand() < 0.12;
+      if (restartNow && restartDuringBatch) {
+        // The restart starts as one of the batch's statements does, so sessions die mid-batch.
+        database.armRestart(1 + pick(batch.length * 2), () => restart(database));
+        failed = await invoke(records);
+        if (await database.disarmRestart()) {
+          faults.databaseRestart += 1;
+          failedByRestart += failed.size;
+        }
+      } else {
+        failed = await invoke(records);
+      }
       database.drop(undefined);
+      // The embedded store closes and opens again from its directory before the next batch.
+      if (restartNow && !restartDuringBatch && (await restart(database))) faults.databaseRestart += 1;
       failNextGet.clear();
     }
     deliveries += records.length;
@@ -606,6 +729,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       deliveries,
       batches,
       retries,
+      failedByRestart,
       deadLettered: deadLetters.length,
       faults,
       objects: objects.size,
@@ -617,7 +741,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   } finally {
     admin.destroy();
     lambdaS3.destroy();
-    await client.close();
+    await database.close();
     await dropSchema();
     await s3.close();
   }

@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { FAULT_KINDS, runSoak, SHORT_PRESET, type SoakReport } from '../../lib/soak/soak';
 import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
 import { requirePostgresInCi } from '../functions/fixtures';
@@ -5,27 +8,74 @@ import { requirePostgresInCi } from '../functions/fixtures';
 /**
  * The short preset of `npm run soak`, in-process: the real indexing handler, s3rver on loopback and
  * PGlite, with duplicates, reordering, corrupt and truncated images, deletions before processing,
- * crashes mid-batch, transient S3 errors, slow responses and poison messages.
+ * crashes mid-batch, transient S3 errors, slow responses, dropped connections, database restarts and
+ * poison messages.
  */
 
-/** PGlite always; PostgreSQL + pgvector when CI provides one (a schema of its own). */
+const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'ci');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A PostgreSQL cluster of the soak's own (scripts/ci/start-postgres.sh on a free port), because the
+ * soak restarts it: the shared test server must not go down under other suites or other users.
+ */
+async function privateCluster(): Promise<{ url: string; restartCommand: string; stop: () => void }> {
+  const port = await freePort();
+  const env = { ...process.env, OMPF_PG_PORT: String(port) };
+  const output = execFileSync('bash', [join(SCRIPTS, 'start-postgres.sh')], {
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    timeout: 60_000,
+  });
+  const url = output.trim().split('\n').pop()!;
+  return {
+    url,
+    restartCommand: `OMPF_PG_PORT=${port} bash '${join(SCRIPTS, 'restart-postgres.sh')}'`,
+    stop: () =>
+      execFileSync('bash', [join(SCRIPTS, 'stop-postgres.sh')], {
+        env: { ...env, OMPF_PG_CLEAN: '1' },
+        stdio: 'ignore',
+        timeout: 60_000,
+      }),
+  };
+}
+
+/** PGlite always (on disk, closed and opened again); PostgreSQL + pgvector when CI provides one. */
 const ENGINES = [
-  { name: 'PGlite', databaseUrl: undefined },
-  ...(TEST_DATABASE_URL ? [{ name: 'PostgreSQL', databaseUrl: TEST_DATABASE_URL }] : []),
+  { name: 'PGlite', postgres: false },
+  ...(TEST_DATABASE_URL ? [{ name: 'PostgreSQL', postgres: true }] : []),
 ];
 
-describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ databaseUrl }) => {
+describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgres }) => {
   let report: SoakReport;
 
   beforeAll(async () => {
-    report = await runSoak({
-      ...SHORT_PRESET,
-      seed: 1,
-      modelsDir: MODELS_DIR,
-      maxReceiveCount: 5,
-      batchSize: 10,
-      databaseUrl,
-    });
+    const cluster = postgres ? await privateCluster() : undefined;
+    try {
+      report = await runSoak({
+        ...SHORT_PRESET,
+        seed: 1,
+        modelsDir: MODELS_DIR,
+        maxReceiveCount: 5,
+        batchSize: 10,
+        databaseUrl: cluster?.url,
+        restartCommand: cluster?.restartCommand,
+        maxRestarts: 3,
+      });
+    } finally {
+      cluster?.stop();
+    }
   }, 120_000);
 
   it('injects every fault kind at least once', () => {
@@ -33,6 +83,13 @@ describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ databa
     expect(report.events).toBeGreaterThanOrEqual(SHORT_PRESET.events);
     expect(FAULT_KINDS.filter((kind) => report.faults[kind] === 0)).toEqual([]);
     expect(report.retries).toBeGreaterThan(0);
+  });
+
+  it('restarts the database (PostgreSQL: a real pg_ctl restart mid-batch; PGlite: reopened from disk)', () => {
+    // Assess: each PostgreSQL restart is checked by the server's start time changing (runSoak throws).
+    expect(report.faults.databaseRestart).toBeGreaterThanOrEqual(1);
+    // A server restart terminates the batch's sessions: those records fail, are retried, and succeed.
+    if (postgres) expect(report.failedByRestart).toBeGreaterThan(0);
   });
 
   it('matches the index to the bucket exactly and dead-letters only the poison messages', () => {
