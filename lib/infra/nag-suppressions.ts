@@ -29,26 +29,17 @@ export function acknowledgeNagFindings(
 
   const gallery = logicalId(stack.bucket);
   for (const fn of [stack.indexer, stack.query]) {
-    for (const finding of [
-      'Action::s3:GetBucket*',
-      'Action::s3:GetObject*',
-      'Action::s3:List*',
-      `Resource::<${gallery}.Arn>/*`,
-    ]) {
-      ack(
-        fn,
-        `IAM5[${finding}]`,
-        'grantRead on the gallery bucket: the indexer reads any image key it is notified about; the query API presigns GETs of any hit.',
-      );
-    }
-  }
-  for (const finding of ['Action::s3:Abort*', `Resource::<${gallery}.Arn>/query-uploads/*`]) {
     ack(
-      stack.query,
-      `IAM5[${finding}]`,
-      'grantPut limited to the query-uploads/ prefix: presigned PUTs of query images.',
+      fn,
+      `IAM5[Resource::<${gallery}.Arn>/*]`,
+      's3:GetObject (that action only) on the gallery objects: the indexer reads any image key it is notified about; the query API presigns GETs of any hit. Keys are not known in advance.',
     );
   }
+  ack(
+    stack.query,
+    `IAM5[Resource::<${gallery}.Arn>/query-uploads/*]`,
+    's3:PutObject (that action only) under the query-uploads/ prefix: presigned PUTs of query images, whose keys are made per request.',
+  );
   ack(
     stack.node.tryFindChild('MigrateProvider'),
     `IAM5[Resource::<${logicalId(stack.migrator)}.Arn>:*]`,
@@ -65,11 +56,6 @@ export function acknowledgeNagFindings(
     "The Secrets Manager endpoint's security group admits the VPC's own CIDR only (cdk-nag cannot resolve the CIDR token).",
   );
 
-  ack(
-    stack.database,
-    'SMG4',
-    'Rotation of the generated secret is not enabled yet: the functions read it once per container, and would first need to re-read it when authentication fails.',
-  );
   if (!options.multiAz) {
     ack(
       stack.database,

@@ -7,6 +7,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as events from 'aws-cdk-lib/aws-events';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -22,6 +23,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import type { ModelSpec } from '../core/model-spec';
+import { DATABASE_ROLES } from './database-roles';
 import { modelLayer, nativeLayer, REPO_ROOT } from './packaging';
 import { UPLOADS_PREFIX, type StageConfig } from './stage-config';
 
@@ -177,6 +179,8 @@ export class OmpfStack extends Stack {
       securityGroups: [databaseSg],
       port: config.database.port,
       credentials: rds.Credentials.fromGeneratedSecret('ompf_admin'),
+      // The indexer and the query API log in as their own roles with IAM tokens (no password).
+      iamAuthentication: true,
       databaseName: 'ompf',
       allocatedStorage: config.database.allocatedStorageGiB,
       maxAllocatedStorage: config.database.maxAllocatedStorageGiB,
@@ -196,13 +200,15 @@ export class OmpfStack extends Stack {
       cloudwatchLogsRetention: retention,
     });
     const secret = this.database.secret!;
+    // The admin password (used by the migrate step only) rotates every 30 days; the migrate function
+    // re-reads the secret for new connections, so it follows a rotation without a cold start.
+    this.database.addRotationSingleUser({ automaticallyAfter: Duration.days(30), vpcSubnets: subnets });
 
     // --- functions: native runtime and model as layers; code bundled by esbuild, locally ---
     const native = nativeLayer(this, 'NativeLayer', architecture);
     const modelFiles = modelLayer(this, 'ModelLayer', model, props.modelsDir);
     const environment = {
       OMPF_BUCKET: this.bucket.bucketName,
-      OMPF_DB_SECRET_ARN: secret.secretArn,
       OMPF_DB_NAME: 'ompf',
       OMPF_MODEL: model.id,
       OMPF_MODELS_DIR: MODELS_MOUNT,
@@ -212,6 +218,12 @@ export class OmpfStack extends Stack {
       POWERTOOLS_SERVICE_NAME: `ompf-${stage}`,
       POWERTOOLS_LOG_LEVEL: 'INFO',
     };
+    /** RDS IAM authentication as `role`: the database's address and the role, nothing secret. */
+    const iamDatabase = (role: string) => ({
+      OMPF_DB_HOST: this.database.dbInstanceEndpointAddress,
+      OMPF_DB_PORT: this.database.dbInstanceEndpointPort,
+      OMPF_DB_USER: role,
+    });
     const common = {
       runtime: lambda.Runtime.NODEJS_24_X,
       architecture,
@@ -267,7 +279,7 @@ export class OmpfStack extends Stack {
       'index-images.ts',
       config.indexer.memoryMiB,
       indexerTimeout,
-      { OMPF_DB_MAX_CONNECTIONS: '2' },
+      { OMPF_DB_MAX_CONNECTIONS: '2', ...iamDatabase(DATABASE_ROLES.indexer) },
       [native, modelFiles],
     );
     this.indexer.addEventSource(
@@ -278,29 +290,58 @@ export class OmpfStack extends Stack {
         maxConcurrency: config.indexer.maxConcurrency,
       }),
     );
-    this.bucket.grantRead(this.indexer);
+    // Least privilege, spelled out (grantRead would add s3:GetObject*, s3:GetBucket*, s3:List*):
+    // GetObject of the images; ListBucket so that a deleted object answers 404, not 403.
+    const getImages = new iam.PolicyStatement({
+      actions: ['s3:GetObject'],
+      resources: [this.bucket.arnForObjects('*')],
+    });
+    const listForNotFound = new iam.PolicyStatement({
+      actions: ['s3:ListBucket'],
+      resources: [this.bucket.bucketArn],
+    });
+    this.indexer.addToRolePolicy(getImages);
+    this.indexer.addToRolePolicy(listForNotFound);
+    this.database.grantConnect(this.indexer, DATABASE_ROLES.indexer);
 
     this.query = fn(
       'Search',
       'search.ts',
       config.query.memoryMiB,
       Duration.seconds(config.query.timeoutSeconds),
-      { OMPF_DB_MAX_CONNECTIONS: '2', OMPF_URL_TTL_SECONDS: '900', OMPF_UPLOAD_TTL_SECONDS: '300' },
+      {
+        OMPF_DB_MAX_CONNECTIONS: '2',
+        OMPF_URL_TTL_SECONDS: '900',
+        OMPF_UPLOAD_TTL_SECONDS: '300',
+        ...iamDatabase(DATABASE_ROLES.query),
+      },
       [native, modelFiles],
     );
     // Presigned GETs of gallery images, presigned PUTs and reads of query uploads: nothing more.
-    this.bucket.grantRead(this.query);
-    this.bucket.grantPut(this.query, `${UPLOADS_PREFIX}*`);
+    this.query.addToRolePolicy(getImages);
+    this.query.addToRolePolicy(listForNotFound);
+    this.query.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:PutObject'],
+        resources: [this.bucket.arnForObjects(`${UPLOADS_PREFIX}*`)],
+      }),
+    );
+    this.database.grantConnect(this.query, DATABASE_ROLES.query);
 
     this.migrator = fn(
       'Migrate',
       'migrate.ts',
       1024,
       Duration.minutes(10),
-      { OMPF_MIN_PGVECTOR: config.database.minPgvector, OMPF_INDEX_BUILD_MEMORY: '512MB' },
+      {
+        OMPF_MIN_PGVECTOR: config.database.minPgvector,
+        OMPF_INDEX_BUILD_MEMORY: '512MB',
+        // The admin secret's ARN (a reference, not the secret): only the migrate step reads it.
+        OMPF_DB_SECRET_ARN: secret.secretArn,
+      },
       [],
     );
-    for (const f of [this.indexer, this.query, this.migrator]) secret.grantRead(f);
+    secret.grantRead(this.migrator);
 
     // --- schema: migrations applied on deploy (custom resource), maintenance every hour ---
     const provider = new cr.Provider(this, 'MigrateProvider', {

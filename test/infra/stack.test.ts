@@ -125,20 +125,25 @@ describe('Ompf stack (dev)', () => {
   };
   const actionsOf = (functionId: string) => statementsOf(functionId).flatMap((s) => [s.Action].flat());
 
-  it('grants the functions exactly what they use: read the bucket, the secret; uploads only under query-uploads/', () => {
+  it('grants the functions exactly what they use: read the bucket, its database role; uploads only under query-uploads/', () => {
     const indexer = actionsOf(indexerId);
     const query = actionsOf(queryId);
-    expect(indexer).toEqual(
-      expect.arrayContaining([
-        's3:GetObject*',
-        'secretsmanager:GetSecretValue',
-        'sqs:DeleteMessage',
-        'sqs:ReceiveMessage',
-      ]),
-    );
-    expect(query).toEqual(
-      expect.arrayContaining(['s3:GetObject*', 's3:PutObject', 'secretsmanager:GetSecretValue']),
-    );
+    expect(indexer.sort()).toEqual([
+      'rds-db:connect',
+      's3:GetObject',
+      's3:ListBucket',
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+      'sqs:GetQueueUrl',
+      'sqs:ReceiveMessage',
+    ]);
+    expect(query.sort()).toEqual(['rds-db:connect', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+    // Only the migrate step reads the admin secret (test/infra/security.test.ts walks every statement).
+    expect(actionsOf(logicalId(stack.migrator)).sort()).toEqual([
+      'secretsmanager:DescribeSecret',
+      'secretsmanager:GetSecretValue',
+    ]);
     for (const actions of [indexer, query]) {
       expect(actions.filter((a) => /^s3:(Delete|\*)|^s3:PutBucket|^iam:|^\*$/.test(a))).toEqual([]);
     }
@@ -155,23 +160,28 @@ describe('Ompf stack (dev)', () => {
       expect(Object.keys(variables)).toEqual(
         expect.arrayContaining([
           'OMPF_BUCKET',
-          'OMPF_DB_SECRET_ARN',
           'OMPF_MODEL',
           'OMPF_MODELS_DIR',
           'OMPF_UPLOADS_PREFIX',
           'NODE_EXTRA_CA_CERTS',
         ]),
       );
-      // Tokens (bucket name, secret ARN) resolve at deploy time; give them deploy-time-like values.
+      // The migrate step logs in as the admin (its secret); the others as their role, with IAM tokens.
+      expect(Object.keys(variables)).toEqual(
+        expect.arrayContaining(
+          fn === stack.migrator ? ['OMPF_DB_SECRET_ARN'] : ['OMPF_DB_HOST', 'OMPF_DB_PORT', 'OMPF_DB_USER'],
+        ),
+      );
+      // Tokens (bucket name, secret ARN, database address) resolve at deploy time: give them
+      // deploy-time-like values.
+      const deployed: Record<string, string> = {
+        OMPF_BUCKET: 'ompf-dev-gallery-1a2b3c',
+        OMPF_DB_SECRET_ARN: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf',
+        OMPF_DB_HOST: 'ompf-dev-database.abc123.eu-west-1.rds.amazonaws.com',
+        OMPF_DB_PORT: '5433',
+      };
       const env = Object.fromEntries(
-        Object.entries(variables).map(([k, v]) => [
-          k,
-          typeof v === 'string'
-            ? v
-            : k === 'OMPF_BUCKET'
-              ? 'ompf-dev-gallery-1a2b3c'
-              : 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf',
-        ]),
+        Object.entries(variables).map(([k, v]) => [k, typeof v === 'string' ? v : deployed[k]]),
       );
       expect(() => loadAwsConfig(env)).not.toThrow();
       expect(env.OMPF_MODELS_DIR).toBe('/opt/models');
