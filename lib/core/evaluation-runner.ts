@@ -2,13 +2,15 @@ import {
   configureVectors,
   leaveOneOut,
   percentile,
+  scoreRankings,
   type EvalConfig,
   type RetrievalMetrics,
 } from './evaluation';
 import type { GalleryItem } from './indexing';
 import { project, type PcaProjection } from './pca';
 import type { Embedder, ImagePreprocessor, PreparedImage, VectorStore } from './ports';
-import { expandQuery, mirror, TransformingEmbedder } from './retrieval';
+import { databaseAugment, expandQuery, mirror, TransformingEmbedder } from './retrieval';
+import { dot } from './vectors';
 
 export interface LabelledItem {
   readonly item: GalleryItem;
@@ -20,8 +22,11 @@ export interface EvaluationDependencies {
   /** The plain model embedder (no transform). */
   readonly embedder: Embedder;
   readonly cropSize: number;
-  /** A fresh, empty, throw-away store for `dimension`-d vectors. */
-  openStore(modelId: string, dimension: number): Promise<VectorStore>;
+  /**
+   * A fresh, empty, throw-away store for `dimension`-d vectors, maintaining database-side
+   * augmentation with `dba` neighbours (0 = off) as the product store does.
+   */
+  openStore(modelId: string, dimension: number, dba: number): Promise<VectorStore>;
   readonly batchSize: number;
 }
 
@@ -107,7 +112,10 @@ async function measureLatency(
   pca: PcaProjection | undefined,
 ): Promise<{ queryMsP50: number; queryMsP95: number }> {
   const dimension = vectors[0]?.length ?? deps.embedder.dimension;
-  const store = await deps.openStore(`eval-${config.name}`, dimension);
+  // Latency only: a query costs the same whether the stored vectors are augmented or not (same
+  // search, same number of rows), so this store skips DBA maintenance; runStoreCheck covers the
+  // product path with it.
+  const store = await deps.openStore(`eval-${config.name}`, dimension, 0);
   try {
     await store.upsertMany(
       items.map((entry, i) => ({
@@ -146,6 +154,134 @@ async function measureLatency(
   } finally {
     await store.close();
   }
+}
+
+export interface StoreCheckRow extends Omit<RetrievalMetrics, 'classes'> {
+  /** Gallery rows indexed per second through the store (batches of `batchSize`, as the indexer writes). */
+  readonly indexRowsPerSecond: number;
+}
+
+export interface StoreCheckReport {
+  readonly model: string;
+  readonly dba: number;
+  readonly gallery: number;
+  readonly queries: number;
+  /** Held-out queries against a store with DBA off. */
+  readonly plain: StoreCheckRow;
+  /** The same queries against a store that maintained DBA as the gallery arrived (the product path). */
+  readonly augmented: StoreCheckRow;
+  /** The evaluation's formula computed in memory on the same split: what `augmented` must match. */
+  readonly formula: Omit<RetrievalMetrics, 'classes'>;
+  /** Largest difference between a stored augmented vector and the formula's (halfvec rounding). */
+  readonly maxVectorDifference: number;
+}
+
+/**
+ * The product path, checked end to end: every `holdOutEvery`-th image is held out as a query; the
+ * others are indexed through real stores, batch by batch as `ompf index` writes them, once with DBA
+ * off and once with the store maintaining DBA with `dba` neighbours; each held-out image then queries
+ * with its plain embedding (as an upload would) and is scored over its ranking of the whole gallery.
+ * Held-out queries, unlike leave-one-out, need no per-query fix-up: no stored vector can contain a
+ * query. The formula row is the evaluation's DBA on the same split, so store and eval must agree.
+ */
+export async function runStoreCheck(
+  deps: EvaluationDependencies,
+  labelled: readonly LabelledItem[],
+  options: { readonly dba: number; readonly holdOutEvery?: number },
+  onProgress?: (done: number, total: number) => void,
+): Promise<StoreCheckReport> {
+  const holdOutEvery = options.holdOutEvery ?? 5;
+  const vectors: Float32Array[] = [];
+  const kept: LabelledItem[] = [];
+  for (let start = 0; start < labelled.length; start += deps.batchSize) {
+    const batch = labelled.slice(start, start + deps.batchSize);
+    const prepared: PreparedImage[] = [];
+    for (const entry of batch) {
+      try {
+        prepared.push(await deps.preprocessor.prepare(await entry.item.read()));
+        kept.push(entry);
+      } catch {
+        // Undecodable images are left out here as in runEvaluation (which reports them).
+      }
+    }
+    vectors.push(...(await deps.embedder.embed(prepared)));
+    onProgress?.(Math.min(start + batch.length, labelled.length), labelled.length);
+  }
+  const isQuery = (i: number) => i % holdOutEvery === 0;
+  const galleryIndex = kept.map((_, i) => i).filter((i) => !isQuery(i));
+  const queryIndex = kept.map((_, i) => i).filter(isQuery);
+  const label = (i: number) => kept[i]!.label;
+  const keyOf = new Map(galleryIndex.map((i) => [kept[i]!.item.key, i]));
+  const relevant = queryIndex.map((q) => galleryIndex.filter((i) => label(i) === label(q)).length);
+
+  const throughStore = async (dba: number): Promise<{ row: StoreCheckRow; store: VectorStore }> => {
+    const store = await deps.openStore(`check-dba${dba}`, vectors[0]!.length, dba);
+    const began = performance.now();
+    for (let start = 0; start < galleryIndex.length; start += deps.batchSize) {
+      await store.upsertMany(
+        galleryIndex.slice(start, start + deps.batchSize).map((i) => ({
+          source: SOURCE,
+          key: kept[i]!.item.key,
+          contentHash: String(i),
+          width: 0,
+          height: 0,
+          bytes: 0,
+          embedding: vectors[i]!,
+        })),
+      );
+    }
+    const indexRowsPerSecond = Math.round(galleryIndex.length / ((performance.now() - began) / 1000));
+    const rankings: boolean[][] = [];
+    for (const q of queryIndex) {
+      const hits = await store.nearest({ vector: vectors[q]!, limit: galleryIndex.length, metric: 'cosine' });
+      rankings.push(hits.map((hit) => label(keyOf.get(hit.key)!) === label(q)));
+    }
+    return { row: { ...scoreRankings(rankings, relevant), indexRowsPerSecond }, store };
+  };
+
+  const plain = await throughStore(0);
+  await plain.store.close();
+  const augmented = await throughStore(options.dba);
+  // The formula, in memory, on the same gallery.
+  const expected = galleryIndex.map((i) => {
+    const neighbours = galleryIndex
+      .filter((j) => j !== i)
+      .map((j) => ({ j, similarity: dot(vectors[i]!, vectors[j]!) }))
+      .sort((a, b) => b.similarity - a.similarity || a.j - b.j)
+      .slice(0, options.dba)
+      .map((e) => vectors[e.j]!);
+    return databaseAugment(vectors[i]!, neighbours);
+  });
+  let maxVectorDifference = 0;
+  try {
+    for (const [n, i] of galleryIndex.entries()) {
+      const stored = await augmented.store.getSearchedEmbedding(SOURCE, kept[i]!.item.key);
+      stored?.forEach((value, d) => {
+        maxVectorDifference = Math.max(maxVectorDifference, Math.abs(value - expected[n]![d]!));
+      });
+    }
+  } finally {
+    await augmented.store.close();
+  }
+  const formula = scoreRankings(
+    queryIndex.map((q) =>
+      galleryIndex
+        .map((i, n) => ({ i, score: dot(vectors[q]!, expected[n]!) }))
+        .sort((a, b) => b.score - a.score || a.i - b.i)
+        .map((e) => label(e.i) === label(q)),
+    ),
+    relevant,
+  );
+  return {
+    model: deps.embedder.modelId,
+    dba: options.dba,
+    gallery: galleryIndex.length,
+    queries: queryIndex.length,
+    plain: plain.row,
+    augmented: augmented.row,
+    formula,
+    maxVectorDifference,
+  };
 }
 
 function round(value: number): number {

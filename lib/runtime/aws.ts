@@ -219,7 +219,8 @@ async function openStore(parts: AwsParts): Promise<PgVectorStore> {
 async function openModel(parts: AwsParts) {
   const spec = resolveModelSpec(parts.config.base.model);
   // The model first (from the layer, SHA-256 verified): a bad file fails before the store is touched.
-  // The same embedding transform as every runtime (flip / power), so stored ids match across runtimes.
+  // The same transform as every runtime (flip / power by the embedder, DBA by the store: storeOptions),
+  // so stored ids match across runtimes.
   const embedder = productEmbedder(await sharedEmbedder(spec, parts.config.base), spec, parts.config.base);
   const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
     maxBytes: parts.config.base.maxImageBytes,

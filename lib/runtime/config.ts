@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import envPaths from 'env-paths';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors';
+import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
 
 const paths = envPaths('ompf', { suffix: '' });
 
@@ -34,6 +35,7 @@ const envSchema = z.object({
   OMPF_FLIP: z.enum(['0', '1']).default('0'),
   OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
   OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
+  OMPF_DBA: integer(0, MAX_DBA_NEIGHBOURS).default(3),
   OMPF_INDEX_BUILD_MEMORY: z
     .string()
     .regex(/^\d+(kB|MB|GB)$/, "a PostgreSQL memory size such as '512MB'")
@@ -63,6 +65,11 @@ export interface Config {
   readonly power: number;
   /** Default alpha-query-expansion neighbours for searches; 0 = off. */
   readonly queryExpansion: number;
+  /**
+   * Database-side augmentation neighbours, maintained by the store (part of the stored model id,
+   * '+dba3'; changing it means re-indexing); 0 = off.
+   */
+  readonly dba: number;
 }
 
 /** Read and validate configuration once; every bad variable is reported in one error. */
@@ -98,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     flip: e.OMPF_FLIP === '1',
     power: e.OMPF_POWER,
     queryExpansion: e.OMPF_QUERY_EXPANSION,
+    dba: e.OMPF_DBA,
   };
   const defined = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return { ...config, ...defined };

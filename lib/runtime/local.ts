@@ -7,7 +7,7 @@ import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/
 import type { EvaluationDependencies } from '../core/evaluation-runner';
 import { IndexingService } from '../core/indexing';
 import type { Embedder } from '../core/ports';
-import { TransformingEmbedder, transformSuffix } from '../core/retrieval';
+import { TransformingEmbedder, transformSuffix, type EmbeddingTransform } from '../core/retrieval';
 import type { ModelSpec } from '../core/model-spec';
 import { SearchService } from '../core/search';
 
@@ -59,14 +59,22 @@ export async function openSqlClient(config: Config, ephemeral = false): Promise<
     : PgliteSqlClient.open(config.dataDir);
 }
 
-/** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
-export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
-  return new TransformingEmbedder(base, { flip: config.flip, power: config.power }, spec.preprocess.cropSize);
+/**
+ * The transform every runtime applies: flip / power by the embedder, DBA by the store. One function,
+ * so the CLI, the local server and the Lambdas record the same model id.
+ */
+export function productTransform(config: Config): EmbeddingTransform {
+  return { flip: config.flip, power: config.power, dba: config.dba };
 }
 
-/** The id stored with every vector: the model plus the embedding transform that produced it. */
+/** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
+export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
+  return new TransformingEmbedder(base, productTransform(config), spec.preprocess.cropSize);
+}
+
+/** The id stored with every vector: the model plus the transform that produced it ('+dba3' by default). */
 export function storedModelId(spec: ModelSpec, config: Config): string {
-  return `${spec.id}${transformSuffix({ flip: config.flip, power: config.power })}`;
+  return `${spec.id}${transformSuffix(productTransform(config))}`;
 }
 
 export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
@@ -76,6 +84,7 @@ export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
     hnswMinRows: config.hnswMinRows,
     binaryMinRows: config.binaryMinRows,
     indexBuildMemory: config.indexBuildMemory,
+    dba: config.dba,
   };
 }
 
@@ -105,11 +114,12 @@ export async function openEvaluation(config: Config): Promise<EvaluationDependen
     }),
     cropSize: spec.preprocess.cropSize,
     batchSize: config.batchSize,
-    openStore: async (modelId, dimension) =>
+    openStore: async (modelId, dimension, dba) =>
       PgVectorStore.open(await PgliteSqlClient.open(undefined), {
         ...storeOptions(spec, config),
         modelId,
         dimension,
+        dba,
       }),
   };
 }

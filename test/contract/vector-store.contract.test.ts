@@ -567,6 +567,17 @@ describe.each(engines)('vector store contract on $name', (engine) => {
       expectSameState(incremental, await snapshot());
     });
 
+    it('moves a growing PGlite store to binary candidates during writes, not only in optimise()', async () => {
+      // Exact maintenance costs a full scan per written image: a long load must not stay exact.
+      const dba = await PgVectorStore.recreate(client, { ...dbaOptions, binaryMinRows: 12 });
+      const vectors = gallery(16, 9);
+      for (const [i, v] of vectors.entries()) await dba.upsertMany([record(`p/${i}.jpg`, v)]);
+      expect((await dba.stats()).searchStrategy).toBe(client.engine === 'pglite' ? 'binary' : 'exact');
+      const incremental = await snapshot();
+      await dba.rebuildAugmentation();
+      expectSameState(incremental, await snapshot());
+    });
+
     it('does nothing extra with augmentation off: the searched vector is the model output', async () => {
       await store.upsertMany([record('a.jpg', direction(0)), record('b.jpg', direction(0, 0.5))]);
       const rows = await client.query<{ raw: string | null; neighbours: string[] }>(

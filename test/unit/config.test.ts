@@ -1,5 +1,7 @@
 import { ConfigError } from '../../lib/core/errors';
+import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { loadConfig } from '../../lib/runtime/config';
+import { storedModelId, storeOptions } from '../../lib/runtime/local';
 
 describe('configuration is validated once, every bad value reported together', () => {
   it.each([
@@ -9,6 +11,9 @@ describe('configuration is validated once, every bad value reported together', (
     ['OMPF_POWER', 'NaN'],
     ['OMPF_QUERY_EXPANSION', '1e1'],
     ['OMPF_THREADS', '2.5'],
+    ['OMPF_DBA', '11'],
+    ['OMPF_DBA', '-1'],
+    ['OMPF_DBA', '2.5'],
   ])('refuses %s=%s', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(name));
@@ -19,5 +24,17 @@ describe('configuration is validated once, every bad value reported together', (
       loadConfig({ OMPF_MAX_PIXELS: 'NaN', OMPF_POWER: 'Infinity', OMPF_FLIP: 'yes', OMPF_MODEL: '' });
     expect(attempt).toThrow(/OMPF_MAX_PIXELS.*OMPF_FLIP.*OMPF_POWER|OMPF_MAX_PIXELS.*OMPF_POWER.*OMPF_FLIP/);
     expect(loadConfig({ OMPF_MODEL: '' }).model).toBe('resnet50');
+  });
+
+  it('turns database-side augmentation on by default (k=3), recorded in the stored model id', () => {
+    expect(loadConfig({}).dba).toBe(3);
+    expect(loadConfig({ OMPF_DBA: '0' }).dba).toBe(0);
+    const spec = resolveModelSpec('mobilenetv2-int8');
+    expect(storedModelId(spec, loadConfig({}))).toBe('mobilenetv2-int8+dba3');
+    expect(storedModelId(spec, loadConfig({ OMPF_DBA: '0' }))).toBe('mobilenetv2-int8');
+    expect(storedModelId(spec, loadConfig({ OMPF_FLIP: '1', OMPF_DBA: '5' }))).toBe(
+      'mobilenetv2-int8+flip+dba5',
+    );
+    expect(storeOptions(spec, loadConfig({}))).toMatchObject({ modelId: 'mobilenetv2-int8+dba3', dba: 3 });
   });
 });

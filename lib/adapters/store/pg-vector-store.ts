@@ -135,6 +135,7 @@ export class PgVectorStore implements VectorStore {
     // One row per (source, key): ON CONFLICT cannot touch the same row twice in one statement.
     const unique = [...new Map(records.map((r) => [`${r.source}\u0000${r.key}`, r])).values()];
     for (const record of unique) this.assertVector(record.embedding);
+    await this.promoteForAugmentation();
     await this.client.transaction((tx) => this.writeRows(tx, unique));
   }
 
@@ -293,18 +294,19 @@ export class PgVectorStore implements VectorStore {
     ids: readonly string[],
     reverse: readonly string[] | undefined,
   ): Promise<NeighbourRow[]> {
+    // The query side (y) is materialised first, so its bits are computed once per y, not per row.
     const candidates =
       this.strategy === 'exact'
         ? 'CROSS JOIN images AS c'
         : `CROSS JOIN LATERAL (
              SELECT id FROM images
-              ORDER BY ${
-                this.strategy === 'hnsw'
-                  ? 'embedding <=> y.raw_embedding'
-                  : 'embedding_bits <~> binary_quantize(y.raw_embedding - (SELECT centre FROM ompf_store))'
-              }
+              ORDER BY ${this.strategy === 'hnsw' ? 'embedding <=> y.raw_embedding' : 'embedding_bits <~> y.bits'}
               LIMIT ${DBA_CANDIDATES + 1}) AS candidate
            JOIN images AS c ON c.id = candidate.id`;
+    const bits =
+      this.strategy === 'binary'
+        ? 'binary_quantize(raw_embedding - (SELECT centre FROM ompf_store))'
+        : 'NULL::bit varying';
     const rows = await tx.query<{
       y: string;
       c: string;
@@ -314,22 +316,25 @@ export class PgVectorStore implements VectorStore {
       neighbours: string[] | null;
       distances: number[] | null;
     }>(
-      `WITH pairs AS MATERIALIZED (
+      // Narrow pairs (scalars only: the sort and the materialised rows stay small); a candidate's
+      // whole list is read only when y enters it.
+      `WITH y AS MATERIALIZED (
+         SELECT id, raw_embedding, ${bits} AS bits FROM images WHERE id = ANY($1::bigint[])),
+       pairs AS MATERIALIZED (
          SELECT y.id AS y, c.id AS c, y.raw_embedding <=> c.raw_embedding AS distance,
-                c.dba_neighbours, c.dba_distances
-           FROM images AS y ${candidates}
-          WHERE y.id = ANY($1::bigint[]) AND c.id <> y.id),
+                cardinality(c.dba_neighbours) AS listed, c.dba_distances[$2::integer] AS radius,
+                c.dba_neighbours[$2::integer] AS last
+           FROM y ${candidates}
+          WHERE c.id <> y.id),
        ranked AS (
-         SELECT pairs.*, row_number() OVER (PARTITION BY y ORDER BY distance, c) <= $2::integer AS forward,
+         SELECT y, c, distance, row_number() OVER (PARTITION BY y ORDER BY distance, c) <= $2::integer AS forward,
                 ($3::bigint[] IS NOT NULL AND NOT (c = ANY($3::bigint[]))
-                 AND (cardinality(dba_neighbours) < $2::integer
-                      OR (distance, y) < (dba_distances[$2::integer], dba_neighbours[$2::integer]))) AS reverse
+                 AND (listed < $2::integer OR (distance, y) < (radius, last))) AS reverse
            FROM pairs)
-       SELECT y::text AS y, c::text AS c, distance, forward, reverse,
-              CASE WHEN reverse THEN dba_neighbours::text[] END AS neighbours,
-              CASE WHEN reverse THEN dba_distances END AS distances
-         FROM ranked
-        WHERE forward OR reverse
+       SELECT ranked.y::text AS y, ranked.c::text AS c, ranked.distance, ranked.forward, ranked.reverse,
+              x.dba_neighbours::text[] AS neighbours, x.dba_distances AS distances
+         FROM ranked LEFT JOIN images AS x ON ranked.reverse AND x.id = ranked.c
+        WHERE ranked.forward OR ranked.reverse
         ORDER BY ranked.y, ranked.distance, ranked.c`, // qualified: the bigints, not the text aliases
       [ids, this.dba, reverse ?? null],
     );
@@ -568,6 +573,7 @@ export class PgVectorStore implements VectorStore {
   async upsertIfNewer(record: ImageRecord & { readonly sequencer: string }): Promise<SequencedWrite> {
     this.assertVector(record.embedding);
     normaliseSequencer(record.sequencer);
+    await this.promoteForAugmentation();
     return this.client.transaction(async (tx) => {
       const applied = await this.lockAndReadSequencers(tx, record.source, record.key);
       const current = newest(applied);
@@ -680,20 +686,46 @@ export class PgVectorStore implements VectorStore {
       count >= (this.options.binaryMinRows ?? 2000) &&
       this.strategy === 'exact'
     ) {
-      // The centre is learned once, from the gallery as it is now; later rows are quantised against
-      // it as they arrive (a shifted centre costs a little recall, never correctness: re-ranking is exact).
-      await this.client.transaction(async (tx) => {
-        await tx.exec('UPDATE ompf_store SET centre = (SELECT avg(embedding) FROM images)');
-        await tx.exec(
-          'UPDATE images SET embedding_bits = binary_quantize(embedding - (SELECT centre FROM ompf_store))',
-        );
-      });
-      this.strategy = 'binary';
+      await this.switchToBinary();
       // Every row was rewritten: reclaim the old versions so the table does not stay twice its size.
       await this.client.exec('VACUUM images');
     }
+    // DBA rewrites rows as their neighbours change, leaving dead versions behind; PGlite runs no
+    // autovacuum, so the store reclaims them here (after each `ompf index`). PostgreSQL's autovacuum does.
+    if (this.dba > 0 && this.client.engine === 'pglite') await this.client.exec('VACUUM images');
     await this.client.exec('ANALYZE images');
     return this.strategy;
+  }
+
+  /**
+   * The centre is learned once, from the gallery as it is now; later rows are quantised against it as
+   * they arrive (a shifted centre costs a little recall, never correctness: re-ranking is exact).
+   */
+  private async switchToBinary(): Promise<void> {
+    await this.client.transaction(async (tx) => {
+      await tx.exec('UPDATE ompf_store SET centre = (SELECT avg(embedding) FROM images)');
+      await tx.exec(
+        'UPDATE images SET embedding_bits = binary_quantize(embedding - (SELECT centre FROM ompf_store))',
+      );
+    });
+    this.strategy = 'binary';
+  }
+
+  /**
+   * With DBA on, every write searches like a query does, so on PGlite the store moves to binary
+   * candidates as soon as it passes binaryMinRows instead of waiting for optimise(): exact maintenance
+   * costs one full scan per written image (measured in README, "Retrieval quality"), and a long bulk
+   * load that stayed exact would grow quadratically. Runs in its own transaction, before the write.
+   */
+  private async promoteForAugmentation(): Promise<void> {
+    if (this.dba === 0 || this.client.engine !== 'pglite' || this.strategy !== 'exact') return;
+    const [{ count } = { count: 0 }] = await this.client.query<{ count: number }>(
+      'SELECT count(*)::integer AS count FROM images',
+    );
+    if (count >= (this.options.binaryMinRows ?? 2000)) {
+      await this.switchToBinary();
+      await this.client.exec('VACUUM images');
+    }
   }
 
   async stats(): Promise<StoreStats> {
