@@ -18,7 +18,7 @@ export interface ImageLimits {
 sharp.concurrency(1);
 
 /**
- * Decode -> EXIF orientation -> flatten alpha on white -> 8-bit sRGB -> resize shorter side ->
+ * Decode -> EXIF orientation -> flatten alpha on white -> 8-bit sRGB -> resize shorter side (bilinear) ->
  * centre crop -> [0,1] -> (x - mean) / std -> NCHW float32. The torchvision / ONNX Model Zoo recipe.
  */
 export class SharpImagePreprocessor implements ImagePreprocessor {
@@ -74,7 +74,11 @@ export class SharpImagePreprocessor implements ImagePreprocessor {
         .autoOrient()
         .flatten({ background: '#ffffff' })
         .toColourspace('srgb')
-        .resize(resizedWidth, resizedHeight, { fit: 'fill', kernel: 'lanczos3' })
+        // Bilinear, as torchvision's Resize (the recipe the ImageNet models were trained with). Measured
+        // against lanczos3 with `ompf eval --compare plain dba3` (mobilenetv2-int8, 1,348 images): Top-1
+        // 0.920 vs 0.918, mAP 0.692 vs 0.691, dba3 mAP 0.776 vs 0.776, for 35 % less decode CPU on
+        // small photos (3.0 vs 4.6 ms each), which is what the indexing pipeline is short of.
+        .resize(resizedWidth, resizedHeight, { fit: 'fill', kernel: 'linear' })
         .extract({
           left: Math.round((resizedWidth - cropSize) / 2),
           top: Math.round((resizedHeight - cropSize) / 2),
