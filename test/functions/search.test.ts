@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
@@ -41,6 +42,43 @@ type Api = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 const body = <T>(result: APIGatewayProxyResult) => JSON.parse(result.body) as T;
 interface Hits {
   hits: { key: string; distance: number; score: number; url: string }[];
+}
+
+/**
+ * AWS Signature V4 verification of a presigned URL, as S3 does it (canonical request over method,
+ * path, query and signed headers; UNSIGNED-PAYLOAD), with s3rver's fixed secret key.
+ */
+function sigV4Verifies(
+  method: string,
+  url: URL,
+  headers: Record<string, string>,
+  secret = 'S3RVER',
+): boolean {
+  const p = url.searchParams;
+  const encode = (text: string) =>
+    encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const query = [...p.entries()]
+    .filter(([k]) => k !== 'X-Amz-Signature')
+    .map(([k, v]) => `${encode(k)}=${encode(v)}`)
+    .sort()
+    .join('&');
+  const signed = (p.get('X-Amz-SignedHeaders') ?? '').split(';');
+  const values: Record<string, string> = { host: url.host };
+  for (const [k, v] of Object.entries(headers)) values[k.toLowerCase()] = v.trim();
+  const canonicalHeaders = signed.map((h) => `${h}:${values[h] ?? ''}\n`).join('');
+  const request = [method, url.pathname, query, canonicalHeaders, signed.join(';'), 'UNSIGNED-PAYLOAD'].join(
+    '\n',
+  );
+  const [, date, region, service] = (p.get('X-Amz-Credential') ?? '').split('/');
+  const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
+  const key = hmac(hmac(hmac(hmac(`AWS4${secret}`, date!), region!), service!), 'aws4_request');
+  const toSign = [
+    'AWS4-HMAC-SHA256',
+    p.get('X-Amz-Date'),
+    `${date}/${region}/${service}/aws4_request`,
+    createHash('sha256').update(request).digest('hex'),
+  ].join('\n');
+  return hmac(key, toSign).toString('hex') === p.get('X-Amz-Signature');
 }
 
 describe.each(engines('ompf_search_fn'))('query Lambda on $name', (engine) => {
@@ -157,6 +195,49 @@ describe.each(engines('ompf_search_fn'))('query Lambda on $name', (engine) => {
     // Assess
     expect(key).toMatch(/^query-uploads\/[0-9a-f-]{36}$/);
     expect(body<Hits>(result).hits.map((h) => h.key)).toEqual(['rhino/1.jpg']);
+  });
+
+  it('signs URLs for one key only, short-lived: a signature does not open another key or another content type', async () => {
+    // Prepare: a result URL (GET) and an upload ticket (PUT).
+    const result = await api(
+      apiEvent({
+        method: 'GET',
+        resource: '/images/{key}/similar',
+        pathParameters: { key: 'dolphin/1.jpg' },
+      }),
+    );
+    const url = new URL(body<Hits>(result).hits.find((h) => h.key === 'dolphin/2.jpg')!.url);
+    const ticket = await api(
+      apiEvent({
+        method: 'POST',
+        resource: '/uploads',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ contentType: 'image/jpeg' }),
+      }),
+    );
+    const { uploadUrl, headers } = body<{ uploadUrl: string; headers: Record<string, string> }>(ticket);
+    const upload = new URL(uploadUrl);
+    // Assess: GET for 15 minutes, PUT for 5, each signed for exactly one object path.
+    expect(Number(url.searchParams.get('X-Amz-Expires'))).toBeLessThanOrEqual(900);
+    expect(url.pathname).toMatch(/\/dolphin\/2\.jpg$/);
+    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('host');
+    expect(Number(upload.searchParams.get('X-Amz-Expires'))).toBeLessThanOrEqual(300);
+    expect(upload.searchParams.get('X-Amz-SignedHeaders')).toContain('content-type');
+    expect(upload.pathname).toMatch(/\/query-uploads\/[0-9a-f-]{36}$/);
+    // Act + Assess: S3 recomputes the signature over method, path, query and signed headers. s3rver
+    // does not check SigV4, so the check is done here: the genuine requests verify, and the same
+    // signature on another key, another method or another content type does not.
+    await expect(fetch(url)).resolves.toMatchObject({ status: 200 });
+    expect(sigV4Verifies('GET', url, {})).toBe(true);
+    expect(sigV4Verifies('PUT', upload, headers)).toBe(true);
+    const other = new URL(url);
+    other.pathname = other.pathname.replace(/2\.jpg$/, '1.jpg');
+    expect(sigV4Verifies('GET', other, {})).toBe(false);
+    expect(sigV4Verifies('PUT', url, { 'content-type': 'image/jpeg' })).toBe(false);
+    const elsewhere = new URL(upload);
+    elsewhere.pathname = elsewhere.pathname.replace(/query-uploads\/.*$/, 'dolphin/1.jpg');
+    expect(sigV4Verifies('PUT', elsewhere, headers)).toBe(false);
+    expect(sigV4Verifies('PUT', upload, { 'content-type': 'text/html' })).toBe(false);
   });
 
   it.each([
