@@ -22,6 +22,8 @@ export interface BenchResult {
   }[];
   readonly pipeline: {
     model: string;
+    /** Database-side augmentation neighbours maintained on every write (0 = off). */
+    dba: number;
     images: number;
     imagesPerSecond: number;
     modelOnlyImagesPerSecond: number | null;
@@ -76,11 +78,12 @@ export function toMarkdown(result: BenchResult): string {
       ['input', 'concurrency', 'images/s', 'ms/image'],
       result.preprocessing.map((r) => [r.input, r.concurrency, r.imagesPerSecond, r.msPerImage]),
     ),
-    '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8, 2 threads)',
+    '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8, 2 threads; DBA: neighbours maintained per write, 0 = off)',
     markdownTable(
-      ['model', 'images', 'images/s', 'model-only images/s', 'ratio', 'peak RSS MiB'],
+      ['model', 'DBA', 'images', 'images/s', 'model-only images/s', 'ratio', 'peak RSS MiB'],
       result.pipeline.map((r) => [
         r.model,
+        r.dba,
         r.images,
         r.imagesPerSecond,
         r.modelOnlyImagesPerSecond,
@@ -147,7 +150,10 @@ export function toSvg(result: BenchResult): string {
     ...result.inference
       .filter((r) => r.threads === 2 && r.batch === 8)
       .map((r): [string, number] => [`${r.model} model-only`, r.imagesPerSecond]),
-    ...result.pipeline.map((r): [string, number] => [`${r.model} pipeline`, r.imagesPerSecond]),
+    ...result.pipeline.map((r): [string, number] => [
+      `${r.model} pipeline${r.dba ? ` (DBA ${r.dba})` : ''}`,
+      r.imagesPerSecond,
+    ]),
     ...result.preprocessing
       .filter((r) => r.concurrency === 2)
       .map((r): [string, number] => [`decode ${r.input.split(' (')[0]}`, r.imagesPerSecond]),

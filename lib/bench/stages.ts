@@ -9,6 +9,7 @@ import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
 import { IndexingService } from '../core/indexing';
+import { loadConfig } from '../runtime/config';
 import { IMAGENET_PREPROCESS, type ModelSpec } from '../core/model-spec';
 import type { ImageRecord, Neighbour, PreparedImage } from '../core/ports';
 import { measureMatMulGflops } from './matmul';
@@ -140,6 +141,11 @@ export async function preprocessing(settings: BenchSettings) {
   return rows;
 }
 
+/**
+ * The indexing pipeline end to end (read + decode + embed + insert into PGlite, IndexingService as
+ * `ompf index` runs it), with database-side augmentation off and at the product default (k = 3,
+ * maintained on every write), beside model-only throughput measured in the same run.
+ */
 export async function pipeline(
   settings: BenchSettings,
   modelOnly: { model: string; batch: number; threads: number; imagesPerSecond: number }[],
@@ -148,30 +154,33 @@ export async function pipeline(
   const items = settings.quick ? gallery.items.slice(0, 320) : gallery.items;
   const rows = [];
   for (const spec of [MOBILENET, RESNET50_LAYERS]) {
-    const batchSize = 8;
-    const { embedder, store } = await openEmbedderAndStore(settings, spec, batchSize);
-    const indexing = new IndexingService(
-      store,
-      embedder,
-      new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 }),
-      {
-        batchSize,
-      },
-    );
-    const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
-    await store.close();
-    await embedder.close();
-    const imagesPerSecond = result.indexed / result.seconds;
-    const reference = modelOnly.find((r) => r.model === spec.id && r.batch === batchSize && r.threads === 2);
-    rows.push({
-      model: spec.id,
-      images: result.indexed,
-      imagesPerSecond: round(imagesPerSecond, 1),
-      modelOnlyImagesPerSecond: reference?.imagesPerSecond ?? null,
-      ratioToModelOnly: reference ? round(imagesPerSecond / reference.imagesPerSecond, 3) : null,
-      peakRssMiB,
-    });
-    settings.log(`  pipeline ${spec.id}: ${round(imagesPerSecond, 1)} images/s`);
+    for (const dba of [0, loadConfig({}).dba]) {
+      const batchSize = 8;
+      const { embedder, store } = await openEmbedderAndStore(settings, spec, batchSize, dba);
+      const indexing = new IndexingService(
+        store,
+        embedder,
+        new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 }),
+        { batchSize },
+      );
+      const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
+      await store.close();
+      await embedder.close();
+      const imagesPerSecond = result.indexed / result.seconds;
+      const reference = modelOnly.find(
+        (r) => r.model === spec.id && r.batch === batchSize && r.threads === 2,
+      );
+      rows.push({
+        model: spec.id,
+        dba,
+        images: result.indexed,
+        imagesPerSecond: round(imagesPerSecond, 1),
+        modelOnlyImagesPerSecond: reference?.imagesPerSecond ?? null,
+        ratioToModelOnly: reference ? round(imagesPerSecond / reference.imagesPerSecond, 3) : null,
+        peakRssMiB,
+      });
+      settings.log(`  pipeline ${spec.id} dba ${dba}: ${round(imagesPerSecond, 1)} images/s`);
+    }
   }
   return rows;
 }
@@ -408,6 +417,7 @@ async function openEmbedderAndStore(
   settings: BenchSettings,
   spec: ModelSpec,
   batchSize: number,
+  dba = 0,
 ): Promise<{ embedder: OnnxEmbedder; store: PgVectorStore }> {
   const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
     threads: 0,
@@ -419,6 +429,7 @@ async function openEmbedderAndStore(
     dimension: spec.dimension,
     hnswMinRows: 1e9,
     indexBuildMemory: '256MB',
+    dba,
   });
   return { embedder, store };
 }

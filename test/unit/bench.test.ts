@@ -77,6 +77,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
       pipeline: [
         {
           model: 'resnet50-layers',
+          dba: 3,
           images: 10,
           imagesPerSecond: 24,
           modelOnlyImagesPerSecond: 25,
