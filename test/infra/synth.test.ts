@@ -91,11 +91,12 @@ describe('cdk synth (offline, two stages)', () => {
       ),
     ).toEqual(['x64']);
     expect(readdirSync(join(assets.model!, 'models'))).toEqual(['mobilenetv2-12-int8.onnx']);
-    expect(readdirSync(join(assets.bundle!, 'migrations')).sort()).toEqual([
-      '0001_images.sql',
-      '0002_event_ordering.sql',
-      '0003_binary_candidates.sql',
-    ]);
+    // Every migration the store ships, whatever their number.
+    const migrations = readdirSync(join(ROOT, 'lib', 'adapters', 'store', 'migrations')).filter((f) =>
+      f.endsWith('.sql'),
+    );
+    expect(migrations).toContain('0001_images.sql');
+    expect(readdirSync(join(assets.bundle!, 'migrations')).sort()).toEqual(migrations.sort());
   });
 
   it('loads a bundled function the way Lambda does: the layer on the module path, config checked at import', async () => {
