@@ -19,8 +19,9 @@ const PLAIN_THRESHOLDS = { top1: 0.9, top5: 0.97, top10: 0.985, precisionAt10: 0
 
 /**
  * The product default (DBA k=3 maintained by the store), held-out protocol: 1 image in 5 queries a
- * gallery of the other 1,078 indexed in batches of 8. Measured: mAP 0.774, P@10 0.879, Top-1 0.915,
- * Top-5 0.993 (plain on the same split: 0.689, 0.838, 0.904, 0.989).
+ * gallery of the other 1,078 indexed in batches of 8. Measured in two runs (int8 inference is not
+ * bit-identical between runs): mAP 0.772-0.774, P@10 0.879, Top-1 0.907-0.915, Top-5 0.993 (plain on the
+ * same split: mAP 0.687-0.689, P@10 0.838, Top-1 0.896-0.904, Top-5 0.974-0.989).
  */
 const STORE_DBA_THRESHOLDS = { top1: 0.89, top5: 0.975, precisionAt10: 0.86, mAP: 0.75 };
 
@@ -104,8 +105,8 @@ describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
     const labelled = gallery.items.map((item) => ({ item, label: item.key.slice(0, item.key.indexOf('/')) }));
     // Act
     const report = await runStoreCheck(await openEvaluation(config), labelled, { dba: config.dba });
-    // Assess: measured (README "Retrieval quality"): plain mAP 0.689, P@10 0.838, Top-1 0.904;
-    // DBA through the store mAP 0.774, P@10 0.879, Top-1 0.915, Top-5 0.993, equal to the formula.
+    // Assess: measured (README "Retrieval quality"): plain mAP 0.687-0.689, P@10 0.838, Top-1 0.896-0.904;
+    // DBA through the store mAP 0.772-0.774, P@10 0.879, Top-1 0.907-0.915, Top-5 0.993, equal to the formula.
     expect(report).toMatchObject({ dba: 3, gallery: 1078, queries: 270 });
     expect(report.augmented.mAP).toBeGreaterThanOrEqual(STORE_DBA_THRESHOLDS.mAP);
     expect(report.augmented.precisionAt10).toBeGreaterThanOrEqual(STORE_DBA_THRESHOLDS.precisionAt10);
