@@ -187,6 +187,30 @@ describe.each(engines('ompf_index_fn'))('indexing Lambda on $name', (engine) => 
     expect((await store.listFailures()).map((f) => f.key)).not.toContain('never-uploaded.jpg');
   });
 
+  it('settles events for keys longer than S3 allows (1,024 bytes) without a row, a failure entry or a retry', async () => {
+    // Prepare: S3 refuses such keys, so only a forged or corrupted message can carry one; a good
+    // record shares the batch. 'é' is two bytes in UTF-8: 5 + 2 x 520 = 1,045 bytes.
+    const long = `long/${'é'.repeat(520)}.jpg`;
+    expect(Buffer.byteLength(long)).toBeGreaterThan(1024);
+    const { etag } = await s3.put('beside-long.jpg', await jpeg(70, 70));
+    // Act
+    const response = await handler(
+      sqsEvent(
+        created(long, '0250', 'd41d8cd98f00b204e9800998ecf8427e'),
+        removed(long, '0251'),
+        created('beside-long.jpg', '0250', etag),
+      ),
+    );
+    // Assess: the loopback S3 answers 404 for the key, so the create settles as "object gone" (real S3
+    // answers 400 KeyTooLongError: that record fails and ends in the dead-letter queue). Either way the
+    // good record is indexed and the long key never gets a row or a failure entry.
+    expect(response.batchItemFailures).toEqual([]);
+    expect((await store.listFailures()).filter((f) => f.key.startsWith('long/'))).toEqual([]);
+    const keys = await store.listKeys('ompf-gallery-test');
+    expect(keys).toContain('beside-long.jpg');
+    expect(keys.filter((k) => k.startsWith('long/'))).toEqual([]);
+  });
+
   it('fails only the malformed records of a batch (they end in the dead-letter queue)', async () => {
     // Prepare
     const { etag } = await s3.put('good.jpg', await jpeg(64, 64));
