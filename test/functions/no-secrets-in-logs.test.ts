@@ -47,7 +47,7 @@ describe('secrets stay out of logs and answers', () => {
       return true;
     };
     for (const stream of [process.stdout, process.stderr]) {
-      spies.push(jest.spyOn(stream, 'write').mockImplementation(capture as never));
+      spies.push(jest.spyOn(stream, 'write').mockImplementation(capture));
     }
     for (const method of ['log', 'info', 'warn', 'error', 'debug'] as const) {
       spies.push(jest.spyOn(console, method).mockImplementation(capture));
