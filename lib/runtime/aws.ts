@@ -32,7 +32,13 @@ import { productEmbedder, sharedEmbedder, storeOptions } from './local';
  * container before any event; the S3 client, the database pool and the ONNX session are created once
  * per container and reused by every invocation.
  */
-const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** Plain decimal digits only (as lib/runtime/config.ts): '1e1', ' 5', 'Infinity' and 'NaN' are refused. */
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number written in digits')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 
 const awsEnvSchema = z.object({
   OMPF_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),

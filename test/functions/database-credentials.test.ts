@@ -112,4 +112,17 @@ describe('database credentials of the Lambdas', () => {
   ])('refuses %s at cold start', (_name, extra) => {
     expect(() => loadAwsConfig({ ...base, ...extra })).toThrow(ConfigError);
   });
+
+  it.each([
+    ['OMPF_DB_PORT', 'NaN'],
+    ['OMPF_DB_PORT', '1e1'],
+    ['OMPF_DB_MAX_CONNECTIONS', 'Infinity'],
+    ['OMPF_URL_TTL_SECONDS', '-Infinity'],
+    ['OMPF_UPLOAD_TTL_SECONDS', '2.5'],
+    ['OMPF_MAX_INLINE_IMAGE_BYTES', ' 5'],
+  ])('refuses %s=%p at cold start, naming the variable', (name, value) => {
+    const env = { ...base, OMPF_DB_HOST: HOST, OMPF_DB_USER: 'ompf_query', [name]: value };
+    expect(() => loadAwsConfig(env)).toThrow(ConfigError);
+    expect(() => loadAwsConfig(env)).toThrow(new RegExp(`${name}: must be a whole number`));
+  });
 });
