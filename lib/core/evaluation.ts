@@ -51,9 +51,13 @@ const base: Omit<EvalConfig, 'name' | 'description'> = {
   pcaWhiten: false,
 };
 
-/** The configurations `ompf eval --compare` measures side by side; `plain` is the product default. */
+/**
+ * The configurations `ompf eval --compare` measures side by side. `plain` (first: `ompf eval` without
+ * --compare) is the model's own embedding; `dba3` is the product default (OMPF_DBA=3, maintained by the
+ * store; runStoreCheck checks the store against this formula).
+ */
 export const EVAL_CONFIGS: readonly EvalConfig[] = [
-  { ...base, name: 'plain', description: 'L2-normalised pooled features, cosine (default)' },
+  { ...base, name: 'plain', description: 'L2-normalised pooled features, cosine' },
   { ...base, name: 'euclidean', description: 'the same, ranked by Euclidean distance', metric: 'euclidean' },
   {
     ...base,
@@ -71,7 +75,7 @@ export const EVAL_CONFIGS: readonly EvalConfig[] = [
   { ...base, name: 'pcaw256', description: 'PCA-whitening to 256-d', pcaDimensions: 256, pcaWhiten: true },
   { ...base, name: 'qe1', description: 'alpha-query expansion, k=1, alpha=3', queryExpansion: 1 },
   { ...base, name: 'qe3', description: 'alpha-query expansion, k=3, alpha=3', queryExpansion: 3 },
-  { ...base, name: 'dba3', description: 'database-side augmentation, k=3, alpha=3', dba: 3 },
+  { ...base, name: 'dba3', description: 'database-side augmentation, k=3, alpha=3 (default)', dba: 3 },
   { ...base, name: 'dba3+qe3', description: 'DBA k=3 and QE k=3', dba: 3, queryExpansion: 3 },
   {
     ...base,

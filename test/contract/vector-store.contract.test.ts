@@ -578,6 +578,24 @@ describe.each(engines)('vector store contract on $name', (engine) => {
       expectSameState(incremental, await snapshot());
     });
 
+    it('maintains it through the HNSW candidate path on PostgreSQL (exact search on PGlite)', async () => {
+      // Prepare: past the HNSW threshold, then more writes that find their candidates through the index.
+      const dba = await PgVectorStore.recreate(client, { ...dbaOptions, hnswMinRows: 30 });
+      const vectors = gallery(50, 13);
+      await dba.upsertMany(vectors.slice(0, 40).map((v, i) => record(`h/${i}.jpg`, v)));
+      expect(await dba.optimise()).toBe(client.engine === 'postgresql' ? 'hnsw' : 'exact');
+      // Act
+      for (let i = 40; i < 50; i++) await dba.upsertMany([record(`h/${i}.jpg`, vectors[i]!)]);
+      await dba.upsertMany([record('h/7.jpg', vectors[44]!)]);
+      await dba.remove('gallery', ['h/3.jpg', 'h/41.jpg']);
+      // Assess: under DBA_CANDIDATES rows, the index's candidates are every row, so still exact.
+      const incremental = await snapshot();
+      await dba.rebuildAugmentation();
+      expectSameState(incremental, await snapshot());
+      const [hit] = await dba.nearest({ vector: vectors[20]!, limit: 1, metric: 'cosine' });
+      expect(hit?.key).toBe('h/20.jpg');
+    });
+
     it('does nothing extra with augmentation off: the searched vector is the model output', async () => {
       await store.upsertMany([record('a.jpg', direction(0)), record('b.jpg', direction(0, 0.5))]);
       const rows = await client.query<{ raw: string | null; neighbours: string[] }>(
