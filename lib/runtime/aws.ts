@@ -170,14 +170,30 @@ const SECRET_REUSE_MS = 5 * 60_000;
  * picked up without a cold start. TLS with the certificate and host name verified in both AWS modes.
  */
 export async function openSqlClient(config: AwsConfig, clients: AwsClients): Promise<SqlClient> {
-  if (config.base.databaseUrl) {
-    return PostgresSqlClient.connect(config.base.databaseUrl, { maxConnections: config.dbMaxConnections });
-  }
-  const pool = new pg.Pool(await databasePoolConfig(config, clients));
-  // As PostgresSqlClient.connect does: an idle connection lost (database restart, failover) must not
-  // crash the container; the next query opens a new one.
+  const pool = config.base.databaseUrl
+    ? {
+        connectionString: config.base.databaseUrl,
+        max: config.dbMaxConnections,
+        connectionTimeoutMillis: 10_000,
+        idleTimeoutMillis: 30_000,
+      }
+    : await databasePoolConfig(config, clients);
+  return new PostgresSqlClient(resilientPool(pool));
+}
+
+/**
+ * A pg pool that survives the database going away (restart, failover): an idle connection lost is
+ * dropped by the pool (as PostgresSqlClient.connect does), and so is one lost while checked out.
+ * pg-pool removes its error listener from a client for as long as it is checked out (a transaction),
+ * so a connection terminated between two statements of a transaction was an unhandled 'error' event
+ * that ended the process (found by the soak's database restarts). The statement that follows fails
+ * as a connection error (retryable), and the pool discards the dead client on release.
+ */
+export function resilientPool(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
   pool.on('error', () => undefined);
-  return new PostgresSqlClient(pool);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
 }
 
 /** The pool settings of the two AWS modes (IAM token or the secret); exported for the tests. */

@@ -380,7 +380,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
     const url = new URL(databaseUrl);
     url.searchParams.set('options', `-c search_path=${schema},public`);
-    client = PostgresSqlClient.connect(url.toString(), { maxConnections: 2 });
+    // The pool the Lambdas use (lib/runtime/aws.ts), so restarts exercise the production connection path.
+    client = new PostgresSqlClient(
+      aws.resilientPool({
+        connectionString: url.toString(),
+        max: 2,
+        connectionTimeoutMillis: 10_000,
+        idleTimeoutMillis: 30_000,
+      }),
+    );
     const restartCommand = options.restartCommand;
     if (restartCommand) {
       restartDuringBatch = true;
@@ -608,7 +616,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // succeeds by its third receive and never exhausts maxReceiveCount.
     const faultable = batch.every((m) => m.receiveCount <= 2);
     // A crash: the container dies after part of the batch ran; SQS redelivers the whole batch.
-    if (batch.length >= 2 && faultable && rand() < 0.15) {
+    // (Forced once after 10 batches if chance has not produced one: every kind must be exercised.)
+    if (batch.length >= 2 && faultable && (rand() < 0.15 || (faults.crash === 0 && batches > 10))) {
       faults.crash += 1;
       await invoke(records.slice(0, 1 + pick(batch.length - 1)));
       failed = new Set(batch.map((m) => m.id));
@@ -619,7 +628,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       // The database drops the connection part-way through the batch.
       if (faultable && rand() < 0.2) database.drop(1 + pick(batch.length * 4));
       // The database server restarts while the batch runs (pg_ctl restart -m fast).
-      const restartNow = faultable && faults.databaseRestart < maxRestarts && rand() < 0.12;
+      const restartNow =
+        faultable &&
+        faults.databaseRestart < maxRestarts &&
+        (rand() < 0.12 || (faults.databaseRestart === 0 && batches > 5));
       if (restartNow && restartDuringBatch) {
         // The restart starts as one of the batch's statements does, so sessions die mid-batch.
         database.armRestart(1 + pick(batch.length * 2), () => restart(database));

@@ -149,3 +149,31 @@ requirePostgresInCi('database roles');
 if (postgres.length === 0) {
   test.skip('database roles need PostgreSQL (PGlite has one user)', () => undefined);
 }
+
+describe.each(postgres)('the Lambdas’ pool when PostgreSQL drops a connection ($name)', (engine) => {
+  it('survives a connection terminated while checked out (a transaction): the next statement fails, the pool recovers', async () => {
+    // Prepare: the pool the Lambdas use, one connection checked out as a transaction does.
+    const { resilientPool } = await import('../../lib/runtime/aws');
+    const pool = resilientPool({ connectionString: engine.url!, max: 1 });
+    const admin = PostgresSqlClient.connect(engine.url!, { maxConnections: 1 });
+    try {
+      const client = await pool.connect();
+      const [{ pid }] = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows as [
+        { pid: number },
+      ];
+      // pg-pool takes its own error listener off a checked-out client: without ours, the 'error' the
+      // client emits when its connection dies would be unhandled and end the process.
+      expect(client.listenerCount('error')).toBeGreaterThan(0);
+      // Act: the server ends the session between two statements (what a restart does).
+      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+      await new Promise((done) => setTimeout(done, 200));
+      // Assess
+      await expect(client.query('SELECT 1')).rejects.toThrow();
+      client.release();
+      await expect(pool.query('SELECT 1 AS one')).resolves.toMatchObject({ rows: [{ one: 1 }] });
+    } finally {
+      await pool.end();
+      await admin.close();
+    }
+  });
+});
