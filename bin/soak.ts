@@ -47,7 +47,7 @@ async function main(): Promise<number> {
   process.stderr.write(`soak: ${JSON.stringify(shown)}\n`);
   const report = await runSoak(options);
   const lines = [
-    `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries} (${report.failedByRestart} after database restarts), dead-lettered ${report.deadLettered}`,
+    `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries} (${report.engine === 'postgresql' ? `${report.failedByRestart} records failed by a server restart mid-batch` : 'store reopened between batches'}), dead-lettered ${report.deadLettered}`,
     `faults: ${Object.entries(report.faults)
       .map(([kind, count]) => `${kind} ${count}`)
       .join(', ')}`,
