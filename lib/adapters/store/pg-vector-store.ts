@@ -294,19 +294,6 @@ export class PgVectorStore implements VectorStore {
     ids: readonly string[],
     reverse: readonly string[] | undefined,
   ): Promise<NeighbourRow[]> {
-    // The query side (y) is materialised first, so its bits are computed once per y, not per row.
-    const candidates =
-      this.strategy === 'exact'
-        ? 'CROSS JOIN images AS c'
-        : `CROSS JOIN LATERAL (
-             SELECT id FROM images
-              ORDER BY ${this.strategy === 'hnsw' ? 'embedding <=> y.raw_embedding' : 'embedding_bits <~> y.bits'}
-              LIMIT ${DBA_CANDIDATES + 1}) AS candidate
-           JOIN images AS c ON c.id = candidate.id`;
-    const bits =
-      this.strategy === 'binary'
-        ? 'binary_quantize(raw_embedding - (SELECT centre FROM ompf_store))'
-        : 'NULL::bit varying';
     const rows = await tx.query<{
       y: string;
       c: string;
@@ -316,15 +303,32 @@ export class PgVectorStore implements VectorStore {
       neighbours: string[] | null;
       distances: number[] | null;
     }>(
-      // Narrow pairs (scalars only: the sort and the materialised rows stay small); a candidate's
-      // whole list is read only when y enters it.
+      // One literal statement for the three strategies: $4 picks the candidate source and the other
+      // branches are skipped by their one-time filters (exact: every row; hnsw: the index's nearest;
+      // binary: the nearest by Hamming distance of the centred bits). y is materialised first, so its
+      // bits are computed once per y, not once per row. Pairs stay narrow (scalars only: the sort and
+      // the materialised rows stay small); a candidate's whole list is read only when y enters it.
       `WITH y AS MATERIALIZED (
-         SELECT id, raw_embedding, ${bits} AS bits FROM images WHERE id = ANY($1::bigint[])),
+         SELECT id, raw_embedding,
+                CASE WHEN $4::text = 'binary'
+                     THEN binary_quantize(raw_embedding - (SELECT centre FROM ompf_store)) END AS bits
+           FROM images WHERE id = ANY($1::bigint[])),
        pairs AS MATERIALIZED (
          SELECT y.id AS y, c.id AS c, y.raw_embedding <=> c.raw_embedding AS distance,
                 cardinality(c.dba_neighbours) AS listed, c.dba_distances[$2::integer] AS radius,
                 c.dba_neighbours[$2::integer] AS last
-           FROM y ${candidates}
+           FROM y CROSS JOIN LATERAL (
+                  SELECT id, raw_embedding, dba_neighbours, dba_distances FROM images WHERE $4::text = 'exact'
+                  UNION ALL
+                  SELECT images.id, raw_embedding, dba_neighbours, dba_distances
+                    FROM (SELECT id FROM images WHERE $4::text = 'hnsw'
+                           ORDER BY embedding <=> y.raw_embedding LIMIT $5::integer) AS candidate
+                    JOIN images USING (id)
+                  UNION ALL
+                  SELECT images.id, raw_embedding, dba_neighbours, dba_distances
+                    FROM (SELECT id FROM images WHERE $4::text = 'binary'
+                           ORDER BY embedding_bits <~> y.bits LIMIT $5::integer) AS candidate
+                    JOIN images USING (id)) AS c
           WHERE c.id <> y.id),
        ranked AS (
          SELECT y, c, distance, row_number() OVER (PARTITION BY y ORDER BY distance, c) <= $2::integer AS forward,
@@ -336,7 +340,8 @@ export class PgVectorStore implements VectorStore {
          FROM ranked LEFT JOIN images AS x ON ranked.reverse AND x.id = ranked.c
         WHERE ranked.forward OR ranked.reverse
         ORDER BY ranked.y, ranked.distance, ranked.c`, // qualified: the bigints, not the text aliases
-      [ids, this.dba, reverse ?? null],
+      // The row itself is among its own candidates, hence one more.
+      [ids, this.dba, reverse ?? null, this.strategy, DBA_CANDIDATES + 1],
     );
     return rows.map((row) => ({
       y: row.y,
