@@ -21,22 +21,35 @@ export interface SqlClient extends SqlExecutor {
   close(): Promise<void>;
 }
 
+/**
+ * A pg pool that survives the database going away (restart, failover): a connection lost while idle
+ * is dropped by the pool, and so is one lost while checked out. pg-pool removes its error listener
+ * from a client for as long as it is checked out (a transaction), so a connection terminated between
+ * two statements of a transaction was an unhandled 'error' event that ended the process (found by the
+ * soak's database restarts). The statement that follows fails as a connection error (retryable,
+ * DependencyUnavailableError), and the pool discards the dead client on release.
+ */
+export function resilientPool(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 export class PostgresSqlClient implements SqlClient {
   readonly engine = 'postgresql';
 
   constructor(private readonly pool: pg.Pool) {}
 
   static connect(connectionString: string, options: { maxConnections?: number } = {}): PostgresSqlClient {
-    const pool = new pg.Pool({
-      connectionString,
-      max: options.maxConnections ?? 4,
-      connectionTimeoutMillis: 10_000,
-      idleTimeoutMillis: 30_000,
-    });
-    // An idle client losing its connection (server restart) must not crash the process; the next
-    // query gets a fresh connection or a DependencyUnavailableError.
-    pool.on('error', () => undefined);
-    return new PostgresSqlClient(pool);
+    return new PostgresSqlClient(
+      resilientPool({
+        connectionString,
+        max: options.maxConnections ?? 4,
+        connectionTimeoutMillis: 10_000,
+        idleTimeoutMillis: 30_000,
+      }),
+    );
   }
 
   async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
