@@ -1,7 +1,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Signer } from '@aws-sdk/rds-signer';
-import pg from 'pg';
+import type pg from 'pg';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import type { ApiDependencies } from '../api/http-api';
@@ -19,7 +19,7 @@ import { queryUploads, S3Objects } from '../adapters/aws/s3-objects';
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { resolveModelSpec } from '../adapters/models/model-registry';
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
-import { PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
+import { PostgresSqlClient, resilientPool, type SqlClient } from '../adapters/store/sql-client';
 import { ConfigError } from '../core/errors';
 import { ObjectEventIndexer } from '../core/object-events';
 import { SearchService } from '../core/search';
@@ -170,30 +170,11 @@ const SECRET_REUSE_MS = 5 * 60_000;
  * picked up without a cold start. TLS with the certificate and host name verified in both AWS modes.
  */
 export async function openSqlClient(config: AwsConfig, clients: AwsClients): Promise<SqlClient> {
-  const pool = config.base.databaseUrl
-    ? {
-        connectionString: config.base.databaseUrl,
-        max: config.dbMaxConnections,
-        connectionTimeoutMillis: 10_000,
-        idleTimeoutMillis: 30_000,
-      }
-    : await databasePoolConfig(config, clients);
-  return new PostgresSqlClient(resilientPool(pool));
-}
-
-/**
- * A pg pool that survives the database going away (restart, failover): an idle connection lost is
- * dropped by the pool (as PostgresSqlClient.connect does), and so is one lost while checked out.
- * pg-pool removes its error listener from a client for as long as it is checked out (a transaction),
- * so a connection terminated between two statements of a transaction was an unhandled 'error' event
- * that ended the process (found by the soak's database restarts). The statement that follows fails
- * as a connection error (retryable), and the pool discards the dead client on release.
- */
-export function resilientPool(config: pg.PoolConfig): pg.Pool {
-  const pool = new pg.Pool(config);
-  pool.on('error', () => undefined);
-  pool.on('connect', (client) => client.on('error', () => undefined));
-  return pool;
+  if (config.base.databaseUrl) {
+    return PostgresSqlClient.connect(config.base.databaseUrl, { maxConnections: config.dbMaxConnections });
+  }
+  // The pool that survives a database restart, idle or mid-transaction (lib/adapters/store/sql-client.ts).
+  return new PostgresSqlClient(resilientPool(await databasePoolConfig(config, clients)));
 }
 
 /** The pool settings of the two AWS modes (IAM token or the secret); exported for the tests. */

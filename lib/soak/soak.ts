@@ -380,15 +380,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
     const url = new URL(databaseUrl);
     url.searchParams.set('options', `-c search_path=${schema},public`);
-    // The pool the Lambdas use (lib/runtime/aws.ts), so restarts exercise the production connection path.
-    client = new PostgresSqlClient(
-      aws.resilientPool({
-        connectionString: url.toString(),
-        max: 2,
-        connectionTimeoutMillis: 10_000,
-        idleTimeoutMillis: 30_000,
-      }),
-    );
+    // The pool the Lambdas use (resilientPool), so restarts exercise the production connection path.
+    client = PostgresSqlClient.connect(url.toString(), { maxConnections: 2 });
     const restartCommand = options.restartCommand;
     if (restartCommand) {
       restartDuringBatch = true;

@@ -1,6 +1,6 @@
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { PgVectorStore } from '../../lib/adapters/store/pg-vector-store';
-import { PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
+import { PostgresSqlClient, resilientPool, type SqlClient } from '../../lib/adapters/store/sql-client';
 import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { DATABASE_ROLES } from '../../lib/infra/database-roles';
 import { closeAwsResources, loadAwsConfig } from '../../lib/runtime/aws';
@@ -153,7 +153,6 @@ if (postgres.length === 0) {
 describe.each(postgres)('the Lambdas’ pool when PostgreSQL drops a connection ($name)', (engine) => {
   it('survives a connection terminated while checked out (a transaction): the next statement fails, the pool recovers', async () => {
     // Prepare: the pool the Lambdas use, one connection checked out as a transaction does.
-    const { resilientPool } = await import('../../lib/runtime/aws');
     const pool = resilientPool({ connectionString: engine.url!, max: 1 });
     const admin = PostgresSqlClient.connect(engine.url!, { maxConnections: 1 });
     try {
