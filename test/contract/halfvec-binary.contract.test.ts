@@ -1,3 +1,4 @@
+import pgvector from 'pgvector';
 import {
   decodeHalfvec,
   encodeHalfvec,
@@ -56,9 +57,11 @@ describe.each(engines)('halfvec binary parameters on $name', ({ connect }) => {
   });
 
   test('a binary halfvec stores the same bits as its text literal', async () => {
-    const vector = awkwardValues();
-    // String(-0) is '0': spell negative zero out so the literal keeps the sign the binary form keeps.
-    const text = `[${Array.from(vector, (v) => (Object.is(v, -0) ? '-0' : String(v))).join(',')}]`;
+    // pgvector-node's text literal is the reference (the encoding the store used before). It writes an
+    // input -0 as "0" (JavaScript's String(-0)) where the binary form keeps the sign, so the input's
+    // negative zero is made positive here; values that round to -0 keep their sign in both.
+    const vector = awkwardValues().map((v) => (Object.is(v, -0) ? 0 : v));
+    const text = pgvector.toSql(Array.from(vector)) as string;
     const [row] = await client.query<{ binary: string; text: string }>(
       'SELECT $1::halfvec::text AS binary, $2::text::halfvec::text AS text',
       [encodeHalfvec(vector), text],
@@ -74,7 +77,7 @@ describe.each(engines)('halfvec binary parameters on $name', ({ connect }) => {
     const rows = await client.query<{ binary: string; text: string }>(
       `SELECT b::text AS binary, t::halfvec::text AS text
          FROM unnest($1::halfvec[], $2::text[]) AS input(b, t)`,
-      [encodeHalfvecArray(vectors, halfvecOid), vectors.map((v) => `[${Array.from(v).join(',')}]`)],
+      [encodeHalfvecArray(vectors, halfvecOid), vectors.map((v) => pgvector.toSql(Array.from(v)) as string)],
     );
     expect(rows).toHaveLength(5);
     for (const row of rows) expect(row.binary).toBe(row.text);

@@ -1,4 +1,3 @@
-import pgvector from 'pgvector';
 import { InvalidInputError, ModelMismatchError } from '../../core/errors';
 import { compareSequencers, normaliseSequencer } from '../../core/object-events';
 import { databaseAugment, splitModelId } from '../../core/retrieval';
@@ -11,7 +10,7 @@ import type {
   StoreStats,
   VectorStore,
 } from '../../core/ports';
-import { encodeHalfvec, encodeHalfvecArray } from './halfvec-binary';
+import { decodeHalfvec, encodeHalfvec, encodeHalfvecArray } from './halfvec-binary';
 import { migrate } from './migrator';
 import type { SqlClient, SqlExecutor } from './sql-client';
 
@@ -362,11 +361,11 @@ export class PgVectorStore implements VectorStore {
       const needed = new Set(chunk.flatMap(([id, list]) => [id, ...list.ids]));
       const raws = new Map(
         (
-          await tx.query<{ id: string; raw: string }>(
-            'SELECT id::text AS id, raw_embedding::text AS raw FROM images WHERE id = ANY($1::bigint[])',
+          await tx.query<{ id: string; raw: Uint8Array }>(
+            'SELECT id::text AS id, halfvec_send(raw_embedding) AS raw FROM images WHERE id = ANY($1::bigint[])',
             [[...needed]],
           )
-        ).map((row) => [row.id, Float32Array.from(pgvector.fromSql(row.raw) as number[])]),
+        ).map((row) => [row.id, decodeHalfvec(row.raw)]),
       );
       const raw = (id: string): Float32Array => {
         const vector = raws.get(id);
@@ -439,20 +438,20 @@ export class PgVectorStore implements VectorStore {
 
   /** The model's output for the image (with DBA on, the raw vector, not the augmented one). */
   async getEmbedding(source: string, key: string): Promise<Float32Array | undefined> {
-    const [row] = await this.client.query<{ embedding: string }>(
-      'SELECT coalesce(raw_embedding, embedding)::text AS embedding FROM images WHERE source = $1 AND key = $2',
+    const [row] = await this.client.query<{ embedding: Uint8Array }>(
+      'SELECT halfvec_send(coalesce(raw_embedding, embedding)) AS embedding FROM images WHERE source = $1 AND key = $2',
       [source, key],
     );
-    return row ? Float32Array.from(pgvector.fromSql(row.embedding) as number[]) : undefined;
+    return row ? decodeHalfvec(row.embedding) : undefined;
   }
 
   /** The vector searches compare queries with (with DBA on, the augmented one). */
   async getSearchedEmbedding(source: string, key: string): Promise<Float32Array | undefined> {
-    const [row] = await this.client.query<{ embedding: string }>(
-      'SELECT embedding::text AS embedding FROM images WHERE source = $1 AND key = $2',
+    const [row] = await this.client.query<{ embedding: Uint8Array }>(
+      'SELECT halfvec_send(embedding) AS embedding FROM images WHERE source = $1 AND key = $2',
       [source, key],
     );
-    return row ? Float32Array.from(pgvector.fromSql(row.embedding) as number[]) : undefined;
+    return row ? decodeHalfvec(row.embedding) : undefined;
   }
 
   async findSources(key: string): Promise<string[]> {
