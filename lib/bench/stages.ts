@@ -163,6 +163,8 @@ export async function pipeline(
         new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 }),
         { batchSize },
       );
+      // Steady state, as the model-only figure: the first full batch sizes onnxruntime's memory arena.
+      await embedder.embed(blankImages(batchSize));
       const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
       await store.close();
       await embedder.close();
