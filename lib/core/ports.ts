@@ -52,7 +52,7 @@ export interface NearestQuery {
   readonly keyPrefix?: string | undefined;
   /** Leave this image out of the results (query by an indexed image). */
   readonly exclude?: { readonly source: string; readonly key: string } | undefined;
-  /** HNSW candidate list size (pgvector hnsw.ef_search, 1..1000); default max(100, 2 x limit). */
+  /** HNSW candidate list size (pgvector hnsw.ef_search, 1..1000); default max(40, 2 x limit). */
   readonly efSearch?: number | undefined;
 }
 
