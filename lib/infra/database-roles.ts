@@ -11,10 +11,8 @@ import type { SqlExecutor } from '../adapters/store/sql-client';
  *   metadata and migration list. No DDL on existing tables (they belong to the admin user).
  * - ompf_query: reads only.
  *
- * Both get CREATE on the schema for one reason: PgVectorStore.open runs the migrator, whose first
- * statement is `CREATE TABLE IF NOT EXISTS ompf_migrations`, and PostgreSQL checks CREATE on the
- * schema even when the table exists. They can create new tables of their own, never alter, drop or
- * write the admin's (docs/security.md, "What is left").
+ * Neither may create anything: USAGE on the schema only. PgVectorStore.open runs the migrator, which
+ * on a migrated store only reads ompf_migrations (it creates that table only when it is missing).
  */
 export const DATABASE_ROLES = { indexer: 'ompf_indexer', query: 'ompf_query' } as const;
 
@@ -41,7 +39,8 @@ BEGIN
       EXECUTE format('GRANT rds_iam TO %I', role_name);
     END IF;
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), role_name);
-    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', schema_name, role_name);
+    EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', schema_name, role_name);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', schema_name, role_name);
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', schema_name, role_name);
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', schema_name, role_name);
   END LOOP;

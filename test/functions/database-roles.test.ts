@@ -116,6 +116,7 @@ describe.each(postgres)('database roles on $name', (engine) => {
       "UPDATE ompf_store SET model_id = 'other'",
       'DELETE FROM ompf_migrations',
       'CREATE ROLE ompf_intruder',
+      'CREATE TABLE intruder (x int)',
     ]) {
       await expect(sql.query(statement)).rejects.toThrow(DENIED);
     }
@@ -138,6 +139,7 @@ describe.each(postgres)('database roles on $name', (engine) => {
       'UPDATE index_failures SET reason = $$x$$',
       'DROP TABLE images',
       'TRUNCATE image_tombstones',
+      'CREATE TABLE intruder (x int)',
     ]) {
       await expect(sql.query(statement)).rejects.toThrow(DENIED);
     }

@@ -37,9 +37,16 @@ export async function migrate(
   return client.transaction(async (tx) => {
     if (client.engine === 'postgresql')
       await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['ompf_migrations']);
-    await tx.exec(
-      'CREATE TABLE IF NOT EXISTS ompf_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+    // Created only when missing: PostgreSQL checks CREATE on the schema even for CREATE TABLE IF NOT
+    // EXISTS, and the Lambdas' roles (lib/infra/database-roles.ts) must open a migrated store without it.
+    const [existing] = await tx.query<{ present: boolean }>(
+      "SELECT to_regclass('ompf_migrations') IS NOT NULL AS present",
     );
+    if (!existing?.present) {
+      await tx.exec(
+        'CREATE TABLE ompf_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+      );
+    }
     const applied = new Set(
       (await tx.query<{ version: number }>('SELECT version FROM ompf_migrations')).map((row) => row.version),
     );
