@@ -217,12 +217,18 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
             hint: 'Lay images out as DIR/<class>/<image>.',
           });
         }
+        // Without --compare: what this configuration serves (transform, DBA, query expansion), the
+        // product default unless OMPF_* settings say otherwise.
         const configs =
           options.compare === undefined
             ? [
                 {
                   ...EVAL_CONFIGS[0]!,
-                  name: options.metric === 'cosine' ? 'plain' : 'euclidean',
+                  name: 'configured',
+                  description: describeConfigured(cfg, options.metric),
+                  transform: { flip: cfg.flip, power: cfg.power },
+                  dba: cfg.dba,
+                  queryExpansion: cfg.queryExpansion,
                   metric: options.metric,
                 },
               ]
@@ -478,4 +484,15 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return reportError(error, argv.includes('--json'));
   }
   return exitCode();
+}
+
+/** The settings `ompf eval` measures without --compare, in words. */
+function describeConfigured(cfg: Config, metric: DistanceMetric): string {
+  const parts = [
+    cfg.flip ? 'mirror averaging' : undefined,
+    cfg.power !== 1 ? `power ${cfg.power}` : undefined,
+    cfg.dba > 0 ? `DBA k=${cfg.dba}` : undefined,
+    cfg.queryExpansion > 0 ? `QE k=${cfg.queryExpansion}` : undefined,
+  ].filter((part): part is string => part !== undefined);
+  return `as configured: ${parts.length > 0 ? parts.join(', ') : 'plain embedding'}, ${metric}`;
 }
