@@ -63,27 +63,7 @@ export async function runEvaluation(
 ): Promise<EvaluationReport> {
   const started = Date.now();
   const needsMirror = configs.some((c) => c.transform.flip);
-  const kept: LabelledItem[] = [];
-  const failed: { key: string; reason: string }[] = [];
-  const plain: Float32Array[] = [];
-  const mirrored: Float32Array[] = [];
-  for (let start = 0; start < labelled.length; start += deps.batchSize) {
-    const batch = labelled.slice(start, start + deps.batchSize);
-    const prepared: PreparedImage[] = [];
-    for (const entry of batch) {
-      try {
-        prepared.push(await deps.preprocessor.prepare(await entry.item.read()));
-        kept.push(entry);
-      } catch (error) {
-        failed.push({ key: entry.item.key, reason: error instanceof Error ? error.message : String(error) });
-      }
-    }
-    const views = needsMirror ? [...prepared, ...prepared.map((p) => mirror(p, deps.cropSize))] : prepared;
-    const vectors = await deps.embedder.embed(views);
-    plain.push(...vectors.slice(0, prepared.length));
-    if (needsMirror) mirrored.push(...vectors.slice(prepared.length));
-    onProgress?.(Math.min(start + batch.length, labelled.length), labelled.length);
-  }
+  const { kept, failed, plain, mirrored } = await embedLabelled(deps, labelled, needsMirror, onProgress);
   const embedSeconds = (Date.now() - started) / 1000;
   const labels = kept.map((k) => k.label);
 
@@ -191,22 +171,8 @@ export async function runStoreCheck(
   onProgress?: (done: number, total: number) => void,
 ): Promise<StoreCheckReport> {
   const holdOutEvery = options.holdOutEvery ?? 5;
-  const vectors: Float32Array[] = [];
-  const kept: LabelledItem[] = [];
-  for (let start = 0; start < labelled.length; start += deps.batchSize) {
-    const batch = labelled.slice(start, start + deps.batchSize);
-    const prepared: PreparedImage[] = [];
-    for (const entry of batch) {
-      try {
-        prepared.push(await deps.preprocessor.prepare(await entry.item.read()));
-        kept.push(entry);
-      } catch {
-        // Undecodable images are left out here as in runEvaluation (which reports them).
-      }
-    }
-    vectors.push(...(await deps.embedder.embed(prepared)));
-    onProgress?.(Math.min(start + batch.length, labelled.length), labelled.length);
-  }
+  // Undecodable images are left out here as in runEvaluation (which reports them).
+  const { kept, plain: vectors } = await embedLabelled(deps, labelled, false, onProgress);
   const isQuery = (i: number) => i % holdOutEvery === 0;
   const galleryIndex = kept.map((_, i) => i).filter((i) => !isQuery(i));
   const queryIndex = kept.map((_, i) => i).filter(isQuery);
@@ -286,4 +252,43 @@ export async function runStoreCheck(
 
 function round(value: number): number {
   return Math.round(value * 10) / 10;
+}
+
+/**
+ * One embedding pass over a labelled set, in batches: the images that decode (`kept`, in order), the
+ * ones that do not with their reason, their vectors and, when asked, the vectors of their mirrors.
+ */
+async function embedLabelled(
+  deps: EvaluationDependencies,
+  labelled: readonly LabelledItem[],
+  withMirror: boolean,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{
+  kept: LabelledItem[];
+  failed: { key: string; reason: string }[];
+  plain: Float32Array[];
+  mirrored: Float32Array[];
+}> {
+  const kept: LabelledItem[] = [];
+  const failed: { key: string; reason: string }[] = [];
+  const plain: Float32Array[] = [];
+  const mirrored: Float32Array[] = [];
+  for (let start = 0; start < labelled.length; start += deps.batchSize) {
+    const batch = labelled.slice(start, start + deps.batchSize);
+    const prepared: PreparedImage[] = [];
+    for (const entry of batch) {
+      try {
+        prepared.push(await deps.preprocessor.prepare(await entry.item.read()));
+        kept.push(entry);
+      } catch (error) {
+        failed.push({ key: entry.item.key, reason: error instanceof Error ? error.message : String(error) });
+      }
+    }
+    const views = withMirror ? [...prepared, ...prepared.map((p) => mirror(p, deps.cropSize))] : prepared;
+    const vectors = await deps.embedder.embed(views);
+    plain.push(...vectors.slice(0, prepared.length));
+    if (withMirror) mirrored.push(...vectors.slice(prepared.length));
+    onProgress?.(Math.min(start + batch.length, labelled.length), labelled.length);
+  }
+  return { kept, failed, plain, mirrored };
 }
