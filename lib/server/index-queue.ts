@@ -30,6 +30,8 @@ export interface IndexQueueOptions {
   /** Watch the folder (on by default). Off, only the start scan and explicit marks feed the queue. */
   readonly watch?: boolean;
   readonly log?: (line: string) => void;
+  /** Optimise the store once the queue runs dry after this many rows written (default 100). */
+  readonly optimiseAfterWrites?: number;
 }
 
 /**
@@ -55,6 +57,8 @@ export class IndexQueue {
   private readonly processed = { indexed: 0, unchanged: 0, removed: 0, failed: 0 };
   private readonly chunkSize: number;
   private readonly log: (line: string) => void;
+  /** Rows written (indexed or removed) since the store was last optimised. */
+  private writesSinceOptimise = 0;
 
   constructor(
     private readonly files: GalleryFiles,
@@ -182,6 +186,16 @@ export class IndexQueue {
           scanned = true;
           if (this.dirty.size > 0) this.log(`start-up scan: ${this.dirty.size} keys to reconcile`);
         }
+        if (this.dirty.size === 0 && this.writesSinceOptimise >= (this.options.optimiseAfterWrites ?? 100)) {
+          // What `ompf index` does after a run: pick the search strategy for the new size (binary
+          // candidates on PGlite past OMPF_BINARY_MIN_ROWS, HNSW on PostgreSQL), ANALYZE, and on PGlite
+          // (no autovacuum) VACUUM the versions that rewrites left. Only when the queue runs dry, so it
+          // never delays an upload's indexing, and only after enough writes to matter.
+          const strategy = await this.store.optimise();
+          this.writesSinceOptimise = 0;
+          this.log(`store optimised: ${strategy} search`);
+          continue;
+        }
         if (this.dirty.size === 0) {
           this.state = 'idle';
           this.releaseIdleWaiters();
@@ -230,6 +244,7 @@ export class IndexQueue {
       const removed = await this.store.remove(this.source, gone);
       this.inFlightDone = gone.length;
       this.processed.removed += removed;
+      this.writesSinceOptimise += removed;
       if (removed > 0)
         this.log(`removed ${removed}: ${gone.slice(0, 3).join(', ')}${gone.length > 3 ? ', ...' : ''}`);
     }
@@ -240,6 +255,7 @@ export class IndexQueue {
         { onProgress: (done) => (this.inFlightDone = gone.length + done) },
       );
       this.processed.indexed += summary.indexed;
+      this.writesSinceOptimise += summary.indexed;
       this.processed.unchanged += summary.unchanged;
       this.processed.failed += summary.failed.length;
       if (summary.indexed > 0 || summary.failed.length > 0) {

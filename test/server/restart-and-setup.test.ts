@@ -42,6 +42,37 @@ describe('local server: restarts', () => {
     }
   });
 
+  it('optimises the store once its queue runs dry after 100 writes: past the threshold, binary search', async () => {
+    // Prepare: 110 photos, and a binary-candidate threshold the gallery passes (the default is 2,000).
+    const files: Record<string, string> = {};
+    for (let n = 1; n <= 55; n++) {
+      files[`leopards/${n}.jpg`] = photo('Leopards', n);
+      files[`butterflies/${n}.jpg`] = photo('butterfly', n);
+    }
+    const small = workDir({ 'one.jpg': photo('okapi', 1) });
+    const work = workDir(files);
+    // Act
+    const few = await startTestServer(small, { OMPF_BINARY_MIN_ROWS: '1', OMPF_DBA: '0' });
+    const many = await startTestServer(work, { OMPF_BINARY_MIN_ROWS: '100', OMPF_DBA: '0' });
+    try {
+      // Assess: one write is not worth optimising for; 110 are, and the store switched strategy.
+      expect((await few.engine.store.stats()).searchStrategy).toBe('exact');
+      const stats = await many.engine.store.stats();
+      expect(stats.images).toBe(110);
+      expect(stats.searchStrategy).toBe('binary');
+      const reply = await call(many, 'POST', '/search?n=5', {
+        headers: { 'content-type': 'image/jpeg' },
+        body: readFileSync(photo('Leopards', 60)),
+      });
+      expect(reply.status).toBe(200);
+      const { hits } = reply.json<{ hits: { key: string }[] }>();
+      expect(hits.map((h) => h.key.split('/')[0])).toEqual(Array(5).fill('leopards'));
+    } finally {
+      await few.close();
+      await many.close();
+    }
+  });
+
   it('creates a missing gallery folder and serves an empty index', async () => {
     // Prepare
     const work = workDir();
