@@ -92,42 +92,56 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
     .option('--prune', 'remove entries whose files are gone from DIR')
     .option('--force', 're-embed every image even when unchanged')
     .option('--reindex', 'drop the whole store and rebuild it with the current model (after a model change)')
+    .option(
+      '--rebuild-augmentation',
+      "recompute every image's DBA neighbours exactly afterwards (large stores maintain them approximately)",
+    )
     .action(
-      run(async (dir: string, options: { prune?: boolean; force?: boolean; reindex?: boolean }) => {
-        const cfg = config();
-        const gallery = await scanGallery(dir, cfg.maxImageBytes);
-        const engine = await openLocalEngine(cfg, { recreateStore: options.reindex === true });
-        try {
-          const bar = progressBar('indexing', !json());
-          bar.start(gallery.items.length);
-          const summary = await engine.indexing.indexAll(gallery.root, gallery.items, {
-            prune: options.prune === true,
-            force: options.force === true,
-            onProgress: (done) => bar.update(done),
-          });
-          bar.stop();
-          const strategy = await engine.store.optimise();
-          const result = {
-            ...summary,
-            ignored: gallery.ignored,
-            model: engine.spec.id,
-            searchStrategy: strategy,
-          };
-          if (json()) printJson(result);
-          else {
-            say(
-              `Indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}` +
-                ` (${gallery.items.length} images in ${summary.seconds.toFixed(1)} s, model ${engine.spec.id}, ${strategy} search).`,
-            );
-            for (const failure of summary.failed) say(`  failed: ${failure.key}: ${failure.reason}`);
-            if (gallery.ignored > 0) say(`  ${gallery.ignored} non-image files ignored.`);
+      run(
+        async (
+          dir: string,
+          options: { prune?: boolean; force?: boolean; reindex?: boolean; rebuildAugmentation?: boolean },
+        ) => {
+          const cfg = config();
+          const gallery = await scanGallery(dir, cfg.maxImageBytes);
+          const engine = await openLocalEngine(cfg, { recreateStore: options.reindex === true });
+          try {
+            const bar = progressBar('indexing', !json());
+            bar.start(gallery.items.length);
+            const summary = await engine.indexing.indexAll(gallery.root, gallery.items, {
+              prune: options.prune === true,
+              force: options.force === true,
+              onProgress: (done) => bar.update(done),
+            });
+            bar.stop();
+            const strategy = await engine.store.optimise();
+            const augmentationRebuilt =
+              options.rebuildAugmentation === true ? await engine.store.rebuildAugmentation() : undefined;
+            const result = {
+              ...summary,
+              ignored: gallery.ignored,
+              model: engine.spec.id,
+              searchStrategy: strategy,
+              ...(augmentationRebuilt === undefined ? {} : { augmentationRebuilt }),
+            };
+            if (json()) printJson(result);
+            else {
+              say(
+                `Indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}` +
+                  ` (${gallery.items.length} images in ${summary.seconds.toFixed(1)} s, model ${engine.spec.id}, ${strategy} search).`,
+              );
+              if (augmentationRebuilt !== undefined)
+                say(`  database-side augmentation rebuilt for ${augmentationRebuilt} images.`);
+              for (const failure of summary.failed) say(`  failed: ${failure.key}: ${failure.reason}`);
+              if (gallery.ignored > 0) say(`  ${gallery.ignored} non-image files ignored.`);
+            }
+            // Exit 3: the run completed but some images failed (listed above / in the JSON).
+            if (summary.failed.length > 0) exitCode = 3;
+          } finally {
+            await engine.close();
           }
-          // Exit 3: the run completed but some images failed (listed above / in the JSON).
-          if (summary.failed.length > 0) exitCode = 3;
-        } finally {
-          await engine.close();
-        }
-      }),
+        },
+      ),
     );
 
   program

@@ -89,6 +89,19 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
     });
   });
 
+  it('rebuilds database-side augmentation for every image when asked (--rebuild-augmentation)', async () => {
+    // Act
+    const result = await ompf(['--json', 'index', '--rebuild-augmentation', gallery], env);
+    // Assess: nothing re-embedded, every stored image's neighbours recomputed.
+    expect(result.code).toBe(0);
+    expect(result.json<IndexJson & { augmentationRebuilt: number }>()).toMatchObject({
+      indexed: 0,
+      unchanged: 18,
+      augmentationRebuilt: 18,
+    });
+    expect((await ompf(['--json', 'index', gallery], env)).json()).not.toHaveProperty('augmentationRebuilt');
+  });
+
   it('removes entries whose files are gone only when asked (--prune)', async () => {
     rmSync(join(gallery, 'flamingo', '5.jpg'));
     expect((await ompf(['--json', 'index', gallery], env)).json<IndexJson>()).toMatchObject({ removed: 0 });
