@@ -6,7 +6,7 @@ import { DATABASE_ROLES } from '../../lib/infra/database-roles';
 import { closeAwsResources, loadAwsConfig } from '../../lib/runtime/aws';
 import { storeOptions } from '../../lib/runtime/local';
 import { MODELS_DIR } from '../helpers/shared';
-import { engines, requirePostgresInCi } from './fixtures';
+import { engines, MIGRATE_CREATE_EVENT, requirePostgresInCi } from './fixtures';
 
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
 
@@ -18,16 +18,7 @@ process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
  */
 const postgres = engines('ompf_roles_fn').filter((e) => e.url);
 
-const create = {
-  RequestType: 'Create',
-  ServiceToken: 'arn:aws:lambda:eu-west-1:123456789012:function:ompf-dev-MigrateProvider',
-  ResponseURL: 'https://cloudformation-custom-resource-response-euwest1.s3.amazonaws.com/x',
-  StackId: 'arn:aws:cloudformation:eu-west-1:123456789012:stack/Ompf-dev/1',
-  RequestId: 'r1',
-  LogicalResourceId: 'Schema',
-  ResourceType: 'AWS::CloudFormation::CustomResource',
-  ResourceProperties: { ServiceToken: 'x', migrations: 'abc', model: 'mobilenetv2-int8' },
-} as CloudFormationCustomResourceEvent;
+const create = MIGRATE_CREATE_EVENT;
 
 const DENIED = /permission denied|must be owner/;
 

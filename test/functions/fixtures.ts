@@ -1,5 +1,11 @@
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import type { APIGatewayProxyEvent, Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type {
+  APIGatewayProxyEvent,
+  CloudFormationCustomResourceEvent,
+  Context,
+  SQSEvent,
+  SQSRecord,
+} from 'aws-lambda';
 import { startLoopbackS3 } from '../../lib/soak/loopback-s3';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
 import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
@@ -228,6 +234,23 @@ export function apiEvent(init: {
 }
 
 /** The database engines every handler test runs on: PGlite always, PostgreSQL when CI provides one. */
+/** The fields every CloudFormation request to the migrate custom resource carries. */
+export const MIGRATE_EVENT_BASE = {
+  ServiceToken: 'arn:aws:lambda:eu-west-1:123456789012:function:ompf-dev-MigrateProvider',
+  ResponseURL: 'https://cloudformation-custom-resource-response-euwest1.s3.amazonaws.com/x',
+  StackId: 'arn:aws:cloudformation:eu-west-1:123456789012:stack/Ompf-dev/1',
+  RequestId: 'r1',
+  LogicalResourceId: 'Schema',
+  ResourceType: 'AWS::CloudFormation::CustomResource',
+  ResourceProperties: { ServiceToken: 'x', migrations: 'abc', model: 'mobilenetv2-int8' },
+};
+
+/** A CloudFormation Create request to the migrate custom resource (the first deploy). */
+export const MIGRATE_CREATE_EVENT = {
+  ...MIGRATE_EVENT_BASE,
+  RequestType: 'Create',
+} as CloudFormationCustomResourceEvent;
+
 export interface Engine {
   readonly name: string;
   connect(): Promise<SqlClient>;

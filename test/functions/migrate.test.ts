@@ -2,21 +2,13 @@ import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import type { SqlClient } from '../../lib/adapters/store/sql-client';
 import { ConfigError } from '../../lib/core/errors';
 import { awsParts, compareVersions, loadAwsConfig, migrateHandler } from '../../lib/runtime/aws';
-import { engines, requirePostgresInCi } from './fixtures';
+import { engines, MIGRATE_CREATE_EVENT, MIGRATE_EVENT_BASE, requirePostgresInCi } from './fixtures';
 import { MODELS_DIR } from '../helpers/shared';
 
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
 
-const base = {
-  ServiceToken: 'arn:aws:lambda:eu-west-1:123456789012:function:ompf-dev-MigrateProvider',
-  ResponseURL: 'https://cloudformation-custom-resource-response-euwest1.s3.amazonaws.com/x',
-  StackId: 'arn:aws:cloudformation:eu-west-1:123456789012:stack/Ompf-dev/1',
-  RequestId: 'r1',
-  LogicalResourceId: 'Schema',
-  ResourceType: 'AWS::CloudFormation::CustomResource',
-  ResourceProperties: { ServiceToken: 'x', migrations: 'abc', model: 'mobilenetv2-int8' },
-};
-const create = { ...base, RequestType: 'Create' } as CloudFormationCustomResourceEvent;
+const base = MIGRATE_EVENT_BASE;
+const create = MIGRATE_CREATE_EVENT;
 const update = {
   ...base,
   RequestType: 'Update',
