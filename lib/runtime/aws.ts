@@ -23,7 +23,7 @@ import { PostgresSqlClient, resilientPool, type SqlClient } from '../adapters/st
 import { ConfigError } from '../core/errors';
 import { ObjectEventIndexer } from '../core/object-events';
 import { SearchService } from '../core/search';
-import { loadConfig, type Config } from './config';
+import { integer, loadConfig, type Config } from './config';
 import { productEmbedder, sharedEmbedder, storeOptions } from './local';
 
 /**
@@ -32,14 +32,6 @@ import { productEmbedder, sharedEmbedder, storeOptions } from './local';
  * container before any event; the S3 client, the database pool and the ONNX session are created once
  * per container and reused by every invocation.
  */
-/** Plain decimal digits only (as lib/runtime/config.ts): '1e1', ' 5', 'Infinity' and 'NaN' are refused. */
-const integer = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'must be a whole number written in digits')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
-
 const awsEnvSchema = z.object({
   OMPF_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),
   /** Secrets Manager secret with the database credentials (RDS JSON). Or DATABASE_URL. */

@@ -7,7 +7,7 @@ import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
 const paths = envPaths('ompf', { suffix: '' });
 
 /** Plain decimal digits only: '1e1', '0x10', ' 5', 'Infinity' and 'NaN' are mistakes, not numbers. */
-const integer = (min: number, max: number) =>
+export const integer = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d+$/, 'must be a whole number written in digits')
