@@ -676,6 +676,42 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
     });
     await client.close();
   });
+
+  it('finds candidates through the HNSW index on the sign bits, prefix filters included', async () => {
+    // Prepare: a binary store of 300 vectors; pgvector counts the index's scans.
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
+    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    await store.upsertMany(
+      Array.from({ length: 300 }, (_, i) => record(key(i), direction(i % DIM, ((i * 7) % 13) / 20))),
+    );
+    expect(await store.optimise()).toBe('binary');
+    // Statistics reach the views once flushed (pg_stat_force_next_flush; PostgreSQL 15+).
+    const indexScans = async () => {
+      await client.query('SELECT pg_stat_force_next_flush()');
+      return (
+        await client.query<{ scans: number }>(
+          "SELECT idx_scan::integer AS scans FROM pg_stat_user_indexes WHERE indexrelname = 'images_embedding_bits_hnsw'",
+        )
+      )[0]?.scans;
+    };
+    const before = await indexScans();
+    // Act
+    const unfiltered = await store.nearest({ vector: direction(5, 0.1), limit: 10, metric: 'cosine' });
+    const afterQuery = await indexScans();
+    const prefixed = await store.nearest({
+      vector: direction(5),
+      limit: 10,
+      metric: 'cosine',
+      keyPrefix: 'k/29',
+    });
+    // Assess
+    expect(before).toBeDefined();
+    expect(afterQuery).toBe(before! + 1);
+    expect(unfiltered).toHaveLength(10);
+    expect(prefixed.map((h) => h.key).sort()).toEqual(Array.from({ length: 10 }, (_, i) => key(290 + i)));
+    await client.close();
+  });
 });
 
 describe('database outage', () => {

@@ -50,6 +50,16 @@ export function binaryCandidates(limit: number): number {
 const HNSW_INDEX = 'images_embedding_hnsw';
 
 /**
+ * The binary strategy's candidate index: HNSW over the sign bits by Hamming distance. Measured on PGlite
+ * at 10k x 2048 (clustered vectors): a sequential Hamming scan for 100 candidates takes 6-10 ms (the
+ * executor's per-row cost, not the popcount), the index 1-2 ms at the same recall@10 after re-ranking;
+ * it builds in about 4 s and costs about 0.4 ms per inserted row. HNSW over halfvec(2048) itself is no
+ * option there: 485 s to build and 13 ms per query at ef 40 (each 2048-d halfvec distance costs about
+ * 40 us in WebAssembly).
+ */
+const BITS_HNSW_INDEX = 'images_embedding_bits_hnsw';
+
+/**
  * DBA candidates per image on the approximate search paths (HNSW, binary): its 64 nearest by the
  * store's own search, re-ranked by raw distance. Exact stores consider every row.
  */
@@ -228,7 +238,7 @@ export class PgVectorStore implements VectorStore {
   private async lockAugmentation(tx: SqlExecutor): Promise<void> {
     if (this.client.engine === 'postgresql')
       await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [DBA_LOCK]);
-    if (this.strategy === 'hnsw') await useHnsw(tx, 2 * DBA_CANDIDATES);
+    if (this.strategy !== 'exact') await useHnsw(tx, 2 * DBA_CANDIDATES);
   }
 
   /** Restore the DBA contract after writing the rows `written` and deleting the rows `removed`. */
@@ -497,22 +507,27 @@ export class PgVectorStore implements VectorStore {
         this.nearestWithHnsw(tx, filter, params, query.efSearch ?? defaultEfSearch(query.limit)),
       );
     } else if (this.strategy === 'binary') {
-      // Hamming distance on the centred sign bits picks candidates (filter applied there, so N rows
-      // come back when N match); exact cosine distance re-ranks them.
-      rows = await this.client.query<Row>(
-        `WITH query AS MATERIALIZED (
-           SELECT binary_quantize($1::halfvec - centre) AS bits FROM ompf_store),
-         candidates AS MATERIALIZED (
-           SELECT id FROM images
-            WHERE ${filter}
-            ORDER BY embedding_bits <~> (SELECT bits FROM query)
-            LIMIT $6)
-         SELECT source, key, embedding <=> $1::halfvec AS distance
-           FROM images JOIN candidates USING (id)
-          ORDER BY distance, source, key
-          LIMIT $5`,
-        [...params, binaryCandidates(query.limit)],
-      );
+      // Hamming distance on the centred sign bits picks candidates through BITS_HNSW_INDEX (filter
+      // applied there, iterative scans keep going until enough rows pass it); exact cosine distance
+      // re-ranks them.
+      const candidates = binaryCandidates(query.limit);
+      rows = await this.client.transaction(async (tx) => {
+        await useHnsw(tx, Math.max(query.efSearch ?? defaultEfSearch(query.limit), candidates));
+        return tx.query<Row>(
+          `WITH query AS MATERIALIZED (
+             SELECT binary_quantize($1::halfvec - centre) AS bits FROM ompf_store),
+           candidates AS MATERIALIZED (
+             SELECT id FROM images
+              WHERE ${filter}
+              ORDER BY embedding_bits <~> (SELECT bits FROM query)
+              LIMIT $6)
+           SELECT source, key, embedding <=> $1::halfvec AS distance
+             FROM images JOIN candidates USING (id)
+            ORDER BY distance, source, key
+            LIMIT $5`,
+          [...params, candidates],
+        );
+      });
     } else {
       rows = await this.client.query<Row>(
         `SELECT source, key, embedding <=> $1::halfvec AS distance FROM images
@@ -685,6 +700,8 @@ export class PgVectorStore implements VectorStore {
       await this.switchToBinary();
       // Every row was rewritten: reclaim the old versions so the table does not stay twice its size.
       await this.client.exec('VACUUM images');
+    } else if (this.strategy === 'binary') {
+      await this.ensureBitsIndex();
     }
     // DBA rewrites rows as their neighbours change, leaving dead versions behind; PGlite runs no
     // autovacuum, so the store reclaims them here (after each `ompf index`). PostgreSQL's autovacuum does.
@@ -705,6 +722,20 @@ export class PgVectorStore implements VectorStore {
       );
     });
     this.strategy = 'binary';
+    await this.ensureBitsIndex();
+  }
+
+  /**
+   * Builds BITS_HNSW_INDEX after the bits are filled (one bulk build, not row by row). Idempotent, so
+   * optimise() also gives it to binary stores written before the index existed.
+   */
+  private async ensureBitsIndex(): Promise<void> {
+    await this.client.transaction(async (tx) => {
+      await tx.query("SELECT set_config('maintenance_work_mem', $1, true)", [this.options.indexBuildMemory]);
+      await tx.exec(
+        `CREATE INDEX IF NOT EXISTS ${BITS_HNSW_INDEX} ON images USING hnsw (embedding_bits bit_hamming_ops)`,
+      );
+    });
   }
 
   /**
