@@ -91,7 +91,7 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const versions = await client.query<{ version: number }>(
       'SELECT version FROM ompf_migrations ORDER BY version',
     );
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
   });
@@ -710,6 +710,44 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
     expect(afterQuery).toBe(before! + 1);
     expect(unfiltered).toHaveLength(10);
     expect(prefixed.map((h) => h.key).sort()).toEqual(Array.from({ length: 10 }, (_, i) => key(290 + i)));
+    await client.close();
+  });
+
+  it('learns the centre again once the gallery has doubled since, and re-quantises every row', async () => {
+    // Prepare: the centre learned from 200 images along axis 0; the gallery then grows along axis 4.
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
+    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    await store.upsertMany(
+      Array.from({ length: 200 }, (_, i) => record(key(i), direction(0, (i % 10) / 10))),
+    );
+    expect(await store.optimise()).toBe('binary');
+    const centre = async () =>
+      (
+        await client.query<{ rows: number; distance: number; stale: number }>(
+          `SELECT centre_rows AS rows, centre <-> (SELECT avg(embedding) FROM images) AS distance,
+                  (SELECT count(*)::integer FROM images
+                    WHERE embedding_bits <> binary_quantize(embedding - centre)) AS stale
+             FROM ompf_store`,
+        )
+      )[0]!;
+    expect(await centre()).toMatchObject({ rows: 200, stale: 0 });
+    await store.upsertMany(
+      Array.from({ length: 199 }, (_, i) => record(key(200 + i), direction(4, (i % 10) / 10))),
+    );
+    // Act: just under twice as many keeps the centre; twice as many learns it again.
+    await store.optimise();
+    const kept = await centre();
+    await store.upsertMany([record(key(399), direction(4))]);
+    await store.optimise();
+    const learned = await centre();
+    // Assess
+    expect(kept.rows).toBe(200);
+    expect(kept.distance).toBeGreaterThan(0.1);
+    expect(learned).toMatchObject({ rows: 400, stale: 0 });
+    expect(learned.distance).toBeLessThan(1e-3);
+    const top = await store.nearest({ vector: direction(4), limit: 5, metric: 'cosine' });
+    expect(top.map((h) => h.key)).toEqual([key(200), key(210), key(220), key(230), key(240)]);
     await client.close();
   });
 });

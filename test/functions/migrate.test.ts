@@ -61,7 +61,7 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
     const handler = handlerWith('0.8.0');
     await expect(handler(create)).resolves.toEqual({
       PhysicalResourceId: 'ompf-schema',
-      Data: { applied: '1,2,3,4', pgvector: expect.stringMatching(/^0\.8\.\d+$/) },
+      Data: { applied: '1,2,3,4,5', pgvector: expect.stringMatching(/^0\.8\.\d+$/) },
     });
     await expect(handler(update)).resolves.toMatchObject({ Data: { applied: '' } });
     await expect(handler(remove)).resolves.toEqual({ PhysicalResourceId: 'ompf-schema' });

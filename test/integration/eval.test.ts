@@ -30,7 +30,14 @@ const DEFAULT_THRESHOLDS = { top1: 0.92, top5: 0.975, top10: 0.985, precisionAt1
  * went to the database in binary halfvec form; near-ties flip with rounding): mAP 0.772-0.774, P@10 0.879, Top-1 0.907-0.915, Top-5 0.993 (plain on the
  * same split: mAP 0.687-0.689, P@10 0.838, Top-1 0.896-0.904, Top-5 0.974-0.989).
  */
-const STORE_DBA_THRESHOLDS = { top1: 0.89, top5: 0.975, precisionAt10: 0.86, mAP: 0.75 };
+// vectorsMatchingFormula measured 0.981 with binary candidates from 250 rows (1 with exact maintenance).
+const STORE_DBA_THRESHOLDS = {
+  top1: 0.89,
+  top5: 0.975,
+  precisionAt10: 0.86,
+  mAP: 0.75,
+  vectorsMatchingFormula: 0.97,
+};
 
 const env = { OMPF_MODELS_DIR: MODELS_DIR };
 
@@ -123,7 +130,9 @@ describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
     expect(report.augmented.top5).toBeGreaterThanOrEqual(STORE_DBA_THRESHOLDS.top5);
     expect(report.augmented.mAP - report.plain.mAP).toBeGreaterThan(0.05);
     // The store keeps what the evaluation measures: the same vectors (halfvec rounding), the same figures.
-    expect(report.maxVectorDifference).toBeLessThan(2e-3);
+    // Past OMPF_BINARY_MIN_ROWS (250) it maintains the lists from binary candidates, so a few rows may
+    // miss a true neighbour (exact maintenance equals the formula: the contract suite proves it).
+    expect(report.vectorsMatchingFormula).toBeGreaterThanOrEqual(STORE_DBA_THRESHOLDS.vectorsMatchingFormula);
     expect(Math.abs(report.augmented.mAP - report.formula.mAP)).toBeLessThan(0.005);
     expect(Math.abs(report.augmented.top1 - report.formula.top1)).toBeLessThan(0.01);
     expect(report.augmented.indexRowsPerSecond).toBeGreaterThan(0);

@@ -12,7 +12,7 @@ const ROOT = resolve(__dirname, '..', '..');
 /** File -> the expressions it may interpolate into SQL, or pass through as the SQL text. */
 const VETTED: Record<string, readonly string[]> = {
   // A WHERE fragment of $n placeholders, and the HNSW index's name.
-  'lib/adapters/store/pg-vector-store.ts': ['filter', 'HNSW_INDEX'],
+  'lib/adapters/store/pg-vector-store.ts': ['filter', 'HNSW_INDEX', 'BITS_HNSW_INDEX'],
   // The SqlClient implementations hand the caller's text to the driver.
   'lib/adapters/store/sql-client.ts': ['text', 'script'],
   // The soak's fault-injecting wrapper around a SqlClient hands the caller's text through.
