@@ -81,6 +81,8 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
           images: 10,
           imagesPerSecond: 24,
           modelOnlyImagesPerSecond: 25,
+          modelOnlyBeforeAfter: [24.5, 25.5],
+          inferenceStageImagesPerSecond: 26,
           ratioToModelOnly: 0.96,
           peakRssMiB: 500,
         },
@@ -113,6 +115,6 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');
     expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 40 / 45 / 50 |');
-    expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 40 / 45 / 50 |');
+    expect(markdown).toContain('| resnet50-layers | 3 | 10 | 24 | 24.5 / 25.5 | 0.96 | 500 |');
   });
 });
