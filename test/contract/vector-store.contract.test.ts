@@ -750,6 +750,27 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
     expect(top.map((h) => h.key)).toEqual([key(200), key(210), key(220), key(230), key(240)]);
     await client.close();
   });
+
+  it('gives a binary store written before v5 (no bits index, centre size unknown) both on its next optimise()', async () => {
+    // Prepare: a binary store as an older version left it.
+    const client = await PgliteSqlClient.open(undefined);
+    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
+    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    await store.upsertMany(Array.from({ length: 220 }, (_, i) => record(key(i), direction(i % DIM, 0.3))));
+    expect(await store.optimise()).toBe('binary');
+    await client.exec('DROP INDEX images_embedding_bits_hnsw; UPDATE ompf_store SET centre_rows = NULL');
+    const reopened = await PgVectorStore.open(client, { ...options, binaryMinRows: 200 });
+    const before = await reopened.nearest({ vector: direction(2), limit: 3, metric: 'cosine' });
+    // Act
+    await reopened.optimise();
+    // Assess: searches worked without the index, and the store now has it and knows its centre's size.
+    const [state] = await client.query<{ indexed: boolean; rows: number }>(
+      `SELECT to_regclass('images_embedding_bits_hnsw') IS NOT NULL AS indexed, centre_rows AS rows FROM ompf_store`,
+    );
+    expect(state).toEqual({ indexed: true, rows: 220 });
+    expect(await reopened.nearest({ vector: direction(2), limit: 3, metric: 'cosine' })).toEqual(before);
+    await client.close();
+  });
 });
 
 describe('database outage', () => {
