@@ -138,8 +138,15 @@ export function toMarkdown(result: BenchResult): string {
     `**Recall@10 against exact search** (real mobilenetv2-int8 embeddings of the labelled set: PGlite binary candidates, PostgreSQL HNSW): ${fmt(result.recall)}`,
     '**Local query end to end** (decode + embed one photo + top-10 in PGlite over 10k vectors with the strategy the store picks for that size; ms p50 / p95 / p99)',
     markdownTable(
-      ['model', 'dimension', 'strategy', 'decode + embed', 'end to end'],
-      result.localQuery.map((r) => [r.model, r.dimension, r.strategy, r.decodeAndEmbedMs, r.endToEndMs]),
+      ['model', 'dimension', 'strategy', 'decode + embed', 'search', 'end to end'],
+      result.localQuery.map((r) => [
+        r.model,
+        r.dimension,
+        r.strategy,
+        r.decodeAndEmbedMs,
+        r.searchMs,
+        r.endToEndMs,
+      ]),
     ),
     `**Peak RSS per stage** (MiB): ${Object.entries(result.peakRssMiB)
       .map(([k, v]) => `${k} ${v}`)

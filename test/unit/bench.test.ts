@@ -103,6 +103,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
           dimension: 1280,
           strategy: 'binary',
           decodeAndEmbedMs: { p50: 10, p95: 11, p99: 12 },
+          searchMs: { p50: 29, p95: 33, p99: 37 },
           endToEndMs: { p50: 40, p95: 45, p99: 50 },
         },
       ],
@@ -114,7 +115,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     const svg = toSvg(result);
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');
-    expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 40 / 45 / 50 |');
+    expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 29 / 33 / 37 | 40 / 45 / 50 |');
     expect(markdown).toContain('| resnet50-layers | 3 | 10 | 24 | 24.5 / 25.5 | 0.96 | 500 |');
   });
 });
