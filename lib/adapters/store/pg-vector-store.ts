@@ -701,15 +701,13 @@ export class PgVectorStore implements VectorStore {
       count >= (this.options.binaryMinRows ?? BINARY_MIN_ROWS) &&
       (this.strategy === 'exact' || (this.strategy === 'binary' && (await this.centreOutgrown(count))))
     ) {
-      await this.learnCentre();
-      // Every row was rewritten: reclaim the old versions so the table does not stay twice its size.
-      await this.client.exec('VACUUM images');
-    } else if (this.strategy === 'binary') {
-      await this.ensureBitsIndex();
+      await this.learnCentre(); // vacuums too
+    } else {
+      if (this.strategy === 'binary') await this.ensureBitsIndex();
+      // DBA rewrites rows as their neighbours change, leaving dead versions behind; PGlite runs no
+      // autovacuum, so the store reclaims them here (after each `ompf index`). PostgreSQL's does.
+      if (this.dba > 0 && this.client.engine === 'pglite') await this.client.exec('VACUUM images');
     }
-    // DBA rewrites rows as their neighbours change, leaving dead versions behind; PGlite runs no
-    // autovacuum, so the store reclaims them here (after each `ompf index`). PostgreSQL's autovacuum does.
-    if (this.dba > 0 && this.client.engine === 'pglite') await this.client.exec('VACUUM images');
     await this.client.exec('ANALYZE images');
     return this.strategy;
   }
@@ -719,7 +717,8 @@ export class PgVectorStore implements VectorStore {
    * quantised against it as they arrive, and optimise() learns it again once the gallery has doubled
    * (centreOutgrown: amortised, each row is re-quantised O(1) times on average). A stale centre costs a
    * little recall, never correctness: re-ranking is exact. The index is dropped first and built once
-   * after the update: updating 10k rows with it in place would insert each one into the graph.
+   * after the update: updating 10k rows with it in place would insert each one into the graph. Ends
+   * with a VACUUM, which also reclaims what DBA rewrites left.
    */
   private async learnCentre(): Promise<void> {
     await this.client.transaction(async (tx) => {
@@ -733,6 +732,8 @@ export class PgVectorStore implements VectorStore {
     });
     this.strategy = 'binary';
     await this.ensureBitsIndex();
+    // Every row was rewritten: reclaim the old versions so the table does not stay twice its size.
+    await this.client.exec('VACUUM images');
   }
 
   private async centreOutgrown(count: number): Promise<boolean> {
@@ -766,10 +767,7 @@ export class PgVectorStore implements VectorStore {
     const [{ count } = { count: 0 }] = await this.client.query<{ count: number }>(
       'SELECT count(*)::integer AS count FROM images',
     );
-    if (count >= (this.options.binaryMinRows ?? BINARY_MIN_ROWS)) {
-      await this.learnCentre();
-      await this.client.exec('VACUUM images');
-    }
+    if (count >= (this.options.binaryMinRows ?? BINARY_MIN_ROWS)) await this.learnCentre();
   }
 
   async stats(): Promise<StoreStats> {
