@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import envPaths from 'env-paths';
 import { z } from 'zod';
+import { BINARY_MIN_ROWS } from '../adapters/store/pg-vector-store';
 import { ConfigError } from '../core/errors';
 import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
 
@@ -31,8 +32,7 @@ const envSchema = z.object({
   OMPF_THREADS: integer(0, 256).default(0),
   OMPF_BATCH_SIZE: integer(1, 256).default(8),
   OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
-  // 250: the store's BINARY_MIN_ROWS (pg-vector-store.ts says why); not imported, to keep drivers out of here.
-  OMPF_BINARY_MIN_ROWS: integer(1, 1_000_000_000).default(250),
+  OMPF_BINARY_MIN_ROWS: integer(1, 1_000_000_000).default(BINARY_MIN_ROWS),
   OMPF_FLIP: z.enum(['0', '1']).default('0'),
   OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
   OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
