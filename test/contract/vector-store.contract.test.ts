@@ -643,12 +643,17 @@ describe.each(engines)('vector store contract on $name', (engine) => {
 });
 
 describe('binary candidates with exact re-ranking (PGlite, large stores)', () => {
+  const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+  /** An empty in-memory PGlite store that switches to binary candidates at 200 images. */
+  const openBinaryStore = async () => {
+    const client = await PgliteSqlClient.open(undefined);
+    return { client, store: await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 }) };
+  };
+
   it('switches to binary candidates past the threshold and still returns exact top-N, filters included', async () => {
     // Prepare: 300 vectors in 8 directions, 40 more after the switch.
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
+    const { client, store } = await openBinaryStore();
     const vectors = Array.from({ length: 340 }, (_, i) => direction(i % DIM, ((i * 7) % 13) / 20));
-    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
     await store.upsertMany(vectors.slice(0, 300).map((v, i) => record(key(i), v)));
     const exactBefore = await store.nearest({ vector: direction(3, 0.1), limit: 10, metric: 'cosine' });
     // Act
@@ -679,9 +684,7 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
 
   it('finds candidates through the HNSW index on the sign bits, prefix filters included', async () => {
     // Prepare: a binary store of 300 vectors; pgvector counts the index's scans.
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
-    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    const { client, store } = await openBinaryStore();
     await store.upsertMany(
       Array.from({ length: 300 }, (_, i) => record(key(i), direction(i % DIM, ((i * 7) % 13) / 20))),
     );
@@ -715,9 +718,7 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
 
   it('learns the centre again once the gallery has doubled since, and re-quantises every row', async () => {
     // Prepare: the centre learned from 200 images along axis 0; the gallery then grows along axis 4.
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
-    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    const { client, store } = await openBinaryStore();
     await store.upsertMany(
       Array.from({ length: 200 }, (_, i) => record(key(i), direction(0, (i % 10) / 10))),
     );
@@ -753,9 +754,7 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
 
   it('gives a binary store written before v5 (no bits index, centre size unknown) both on its next optimise()', async () => {
     // Prepare: a binary store as an older version left it.
-    const client = await PgliteSqlClient.open(undefined);
-    const store = await PgVectorStore.recreate(client, { ...options, binaryMinRows: 200 });
-    const key = (i: number) => `k/${String(i).padStart(3, '0')}.jpg`;
+    const { client, store } = await openBinaryStore();
     await store.upsertMany(Array.from({ length: 220 }, (_, i) => record(key(i), direction(i % DIM, 0.3))));
     expect(await store.optimise()).toBe('binary');
     await client.exec('DROP INDEX images_embedding_bits_hnsw; UPDATE ompf_store SET centre_rows = NULL');
