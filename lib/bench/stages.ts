@@ -82,7 +82,6 @@ export async function inference(settings: BenchSettings, ceiling: Record<string,
       const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
         threads,
         batchSize: 16,
-        featuresOnly: true,
       });
       for (const batch of [1, 8, 16]) {
         const images = blankImages(batch);
@@ -449,7 +448,6 @@ async function openEmbedderAndStore(
   const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
     threads: 0,
     batchSize,
-    featuresOnly: true,
   });
   const store = await PgVectorStore.open(await PgliteSqlClient.open(undefined), {
     modelId: spec.id,

@@ -10,8 +10,6 @@ export interface OnnxSessionOptions {
   readonly threads: number;
   /** Images per inference call, capped by a batch dimension the graph fixes. */
   readonly batchSize: number;
-  /** Drop the classifier head and free the batch dimension (see exposeFeatureTensor). */
-  readonly featuresOnly?: boolean;
 }
 
 /**
@@ -23,7 +21,8 @@ export class OnnxEmbedder implements Embedder {
     private readonly session: ort.InferenceSession,
     private readonly inputName: string,
     private readonly featureOutput: string,
-    private readonly maxBatch: number,
+    /** Most images per inference run. */
+    readonly maxBatch: number,
     private readonly cropSize: number,
     readonly modelId: string,
     readonly dimension: number,
@@ -34,9 +33,12 @@ export class OnnxEmbedder implements Embedder {
     modelBytes: Uint8Array,
     options: OnnxSessionOptions,
   ): Promise<OnnxEmbedder> {
+    // Features only: the classifier head is pruned (onnxruntime would run it for nothing) and the
+    // batch dimension freed, so Caffe2-era graphs that fix batch 1 in their head batch too.
     const graph = exposeFeatureTensor(modelBytes, {
       featureTensor: spec.featureTensor,
       inputName: spec.inputName,
+      featuresOnly: true,
     });
     const session = await ort.InferenceSession.create(graph.modelBytes, {
       graphOptimizationLevel: 'all',

@@ -29,9 +29,9 @@ export interface ExposeOptions {
   readonly featureTensor?: string | undefined;
   readonly inputName?: string | undefined;
   /**
-   * Keep only the feature output (drop the classifier's outputs, so onnxruntime prunes the head) and
-   * free the batch dimension. Used by the benchmark to batch Caffe2-era graphs whose batch is fixed
-   * at 1 only by their classifier's Reshape.
+   * Keep only the feature output and the nodes it needs (the classifier head goes) and free the batch
+   * dimension: Caffe2-era graphs fix batch 1 only in their classifier's Reshape. OnnxEmbedder always
+   * asks for this.
    */
   readonly featuresOnly?: boolean;
 }
