@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import envPaths from 'env-paths';
 import { z } from 'zod';
@@ -31,6 +32,7 @@ const envSchema = z.object({
   OMPF_MAX_PIXELS: integer(1, 1_000_000_000).default(100_000_000),
   OMPF_THREADS: integer(0, 256).default(0),
   OMPF_BATCH_SIZE: integer(1, 256).default(8),
+  OMPF_INDEX_WORKERS: integer(0, 64).optional(),
   OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
   OMPF_BINARY_MIN_ROWS: integer(1, 1_000_000_000).default(BINARY_MIN_ROWS),
   OMPF_FLIP: z.enum(['0', '1']).default('0'),
@@ -57,6 +59,11 @@ export interface Config {
   readonly maxPixels: number;
   readonly threads: number;
   readonly batchSize: number;
+  /**
+   * Worker threads that embed batches (indexing, evaluation), one onnxruntime session each; 0 embeds
+   * batches on the in-process session. Single images (queries) always use the in-process session.
+   */
+  readonly indexWorkers: number;
   readonly hnswMinRows: number;
   /** PGlite: binary candidates + exact re-ranking from this many images on. */
   readonly binaryMinRows: number;
@@ -71,6 +78,14 @@ export interface Config {
    * '+dba3'; changing it means re-indexing); 0 = off.
    */
   readonly dba: number;
+}
+
+/**
+ * One embedding worker per core, up to 4 (each holds a copy of the model's weights: about 100 MB for
+ * ResNet50); none on a single core, where a worker would only add a thread to switch to.
+ */
+export function defaultIndexWorkers(cores = availableParallelism()): number {
+  return cores >= 2 ? Math.min(cores, 4) : 0;
 }
 
 /** Read and validate configuration once; every bad variable is reported in one error. */
@@ -100,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxPixels: e.OMPF_MAX_PIXELS,
     threads: e.OMPF_THREADS,
     batchSize: e.OMPF_BATCH_SIZE,
+    indexWorkers: e.OMPF_INDEX_WORKERS ?? defaultIndexWorkers(),
     hnswMinRows: e.OMPF_HNSW_MIN_ROWS,
     binaryMinRows: e.OMPF_BINARY_MIN_ROWS,
     indexBuildMemory: e.OMPF_INDEX_BUILD_MEMORY,

@@ -1,7 +1,9 @@
 import type { Config } from './config';
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-registry';
+import { availableParallelism } from 'node:os';
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
+import { OnnxWorkerPool, PooledOnnxEmbedder } from '../adapters/onnx/onnx-worker-pool';
 import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
 import type { EvaluationDependencies } from '../core/evaluation-runner';
@@ -48,6 +50,34 @@ export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmb
     );
     embedder.catch(() => embedders.delete(cacheKey));
     embedders.set(cacheKey, embedder);
+  }
+  return embedder;
+}
+
+const pooledEmbedders = new Map<string, Promise<Embedder>>();
+
+/**
+ * The embedder of the CLI, the local server and `ompf eval`: single images on the shared in-process
+ * session, batches on config.indexWorkers worker threads (cores split evenly between them), or all on
+ * the in-process session when indexWorkers is 0. One per model per process, like sharedEmbedder.
+ */
+export function localEmbedder(spec: ModelSpec, config: Config): Promise<Embedder> {
+  if (config.indexWorkers === 0) return sharedEmbedder(spec, config);
+  const cacheKey = `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}\u0000${config.indexWorkers}`;
+  let embedder = pooledEmbedders.get(cacheKey);
+  if (!embedder) {
+    embedder = sharedEmbedder(spec, config).then(
+      (inProcess) =>
+        new PooledOnnxEmbedder(inProcess, () =>
+          OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir), {
+            workers: config.indexWorkers,
+            threadsPerWorker: Math.max(1, Math.floor(availableParallelism() / config.indexWorkers)),
+            batchSize: config.batchSize,
+          }),
+        ),
+    );
+    embedder.catch(() => pooledEmbedders.delete(cacheKey));
+    pooledEmbedders.set(cacheKey, embedder);
   }
   return embedder;
 }
@@ -105,7 +135,7 @@ export async function openStore(config: Config, options: OpenOptions = {}): Prom
 /** What `ompf eval` needs: the plain model, a preprocessor, and throw-away in-memory stores. */
 export async function openEvaluation(config: Config): Promise<EvaluationDependencies> {
   const spec = resolveModelSpec(config.model);
-  const embedder = await sharedEmbedder(spec, config);
+  const embedder = await localEmbedder(spec, config);
   return {
     embedder,
     preprocessor: new SharpImagePreprocessor(spec.preprocess, {
@@ -127,7 +157,7 @@ export async function openEvaluation(config: Config): Promise<EvaluationDependen
 export async function openLocalEngine(config: Config, options: OpenOptions = {}): Promise<LocalEngine> {
   const spec = resolveModelSpec(config.model);
   // The model first: a missing or altered file fails before any store is created for it.
-  const embedder = productEmbedder(await sharedEmbedder(spec, config), spec, config);
+  const embedder = productEmbedder(await localEmbedder(spec, config), spec, config);
   const store = await openStore(config, options);
   const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
     maxBytes: config.maxImageBytes,
