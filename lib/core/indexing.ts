@@ -44,10 +44,11 @@ type Outcome =
   | { kind: 'unchanged'; key: string }
   | { kind: 'failed'; key: string; reason: string }
   | { kind: 'ready'; item: GalleryItem; image: PreparedImage; contentHash: string; bytes: number };
+type ReadyOutcome = Extract<Outcome, { kind: 'ready' }>;
 
 /**
  * decode -> embed -> upsert, in batches. While one batch is being embedded, the next one is read and
- * decoded, so decoding (libuv pool) overlaps inference (onnxruntime's pool). Expected per-item
+ * decoded (and then embedded), so decoding (libuv pool) overlaps inference. Expected per-item
  * outcomes (bad image, vanished file) are recorded and reported, never thrown; infrastructure
  * failures (database down) abort the run so nothing is silently lost.
  */
@@ -80,17 +81,26 @@ export class IndexingService {
     let done = 0;
     const failed: IndexFailureReport[] = [];
 
-    let next = batches[0] ? this.prepareBatch(source, batches[0], options.force ?? false) : undefined;
-    // At most one batch is being written while the next one is embedded: PGlite's inserts run on this
-    // thread while onnxruntime runs on its own, so the two overlap instead of taking turns.
+    type Embedded = { outcomes: Outcome[]; ready: ReadyOutcome[]; vectors: Float32Array[] };
+    // One batch: read + decode, then embed as soon as decoded, without waiting for the batch before it.
+    const embedBatch = (batch: readonly GalleryItem[]): Promise<Embedded> => {
+      const embedded = this.prepareBatch(source, batch, options.force ?? false).then(async (outcomes) => {
+        const ready = outcomes.filter((o): o is ReadyOutcome => o.kind === 'ready');
+        return { outcomes, ready, vectors: await this.embedder.embed(ready.map((r) => r.image)) };
+      });
+      embedded.catch(() => undefined); // surfaced when awaited; avoid an unhandled rejection meanwhile
+      return embedded;
+    };
+    // Two batches in flight: while batch b is embedded, b + 1 is decoded and then queued behind it, so
+    // an embedder with several workers never idles at a batch boundary waiting for the slowest chunk.
+    // At most one batch is being written meanwhile: PGlite's inserts run on this thread while
+    // onnxruntime runs on its own, so the two overlap instead of taking turns. Writes keep batch order.
+    let current = batches[0] ? embedBatch(batches[0]) : undefined;
     let writing: Promise<void> = Promise.resolve();
     for (let b = 0; b < batches.length; b++) {
-      const outcomes = await next!;
-      // Start decoding the following batch before this one's inference.
-      next = batches[b + 1] ? this.prepareBatch(source, batches[b + 1]!, options.force ?? false) : undefined;
-      next?.catch(() => undefined); // surfaced when awaited; avoid an unhandled rejection meanwhile
-      const ready = outcomes.filter((o): o is Extract<Outcome, { kind: 'ready' }> => o.kind === 'ready');
-      const vectors = await this.embedder.embed(ready.map((r) => r.image));
+      const next = batches[b + 1] ? embedBatch(batches[b + 1]!) : undefined;
+      const { outcomes, ready, vectors } = await current!;
+      current = next;
       const records: ImageRecord[] = ready.map((r, i) => ({
         source,
         key: r.item.key,
