@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const machine = await stage('machine', () => stages.machine(settings));
   const inference = await stage('inference', () => stages.inference(settings, machine.matMulGflops));
   const preprocessing = await stage('preprocessing', () => stages.preprocessing(settings));
-  const pipeline = await stage('pipeline', () => stages.pipeline(settings, inference));
+  const pipeline = await stage('pipeline', () => stages.pipeline(settings));
   const store = await stage('store', () => stages.storeAtScale(settings));
   const recall = await stage('recall', () => stages.recall(settings));
   const localQuery = await stage('localQuery', () => stages.localQuery(settings));

@@ -24,13 +24,16 @@ export interface BenchResult {
     model: string;
     /** Database-side augmentation neighbours maintained on every write (0 = off). */
     dba: number;
+    /** Worker threads embedding the batches (0: the in-process session). */
+    workers: number;
     images: number;
     imagesPerSecond: number;
-    /** Model-only inference on the same session, mean of right before and right after the run. */
+    /** The better model-only configuration: mean of right before and right after the run. */
     modelOnlyImagesPerSecond: number;
-    modelOnlyBeforeAfter: readonly number[];
-    /** The inference stage's figure for the same model, batch and threads (minutes earlier). */
-    inferenceStageImagesPerSecond: number | null;
+    /** Model-only on one in-process session with every thread, before and after the run. */
+    modelOnlyInProcessBeforeAfter: readonly number[];
+    /** Model-only on the worker pool, before and after the run. */
+    modelOnlyWorkersBeforeAfter: readonly number[];
     ratioToModelOnly: number;
     peakRssMiB: number;
   }[];
@@ -82,15 +85,27 @@ export function toMarkdown(result: BenchResult): string {
       ['input', 'concurrency', 'images/s', 'ms/image'],
       result.preprocessing.map((r) => [r.input, r.concurrency, r.imagesPerSecond, r.msPerImage]),
     ),
-    '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8, 2 threads; DBA: neighbours maintained per write, 0 = off; model-only: the same session right before / after the run, the ratio is to their mean)',
+    '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8; DBA: neighbours maintained per write, 0 = off; workers: threads embedding the batches, 0 = one in-process session with 2 intra-op threads; model-only on both, right before / after the run on the same sessions: the ratio is to the better mean)',
     markdownTable(
-      ['model', 'DBA', 'images', 'images/s', 'model-only before / after', 'ratio', 'peak RSS MiB'],
+      [
+        'model',
+        'DBA',
+        'workers',
+        'images',
+        'images/s',
+        'model-only in process',
+        'model-only workers',
+        'ratio',
+        'peak RSS MiB',
+      ],
       result.pipeline.map((r) => [
         r.model,
         r.dba,
+        r.workers,
         r.images,
         r.imagesPerSecond,
-        r.modelOnlyBeforeAfter.join(' / '),
+        r.modelOnlyInProcessBeforeAfter.join(' / '),
+        r.modelOnlyWorkersBeforeAfter.join(' / '),
         r.ratioToModelOnly,
         r.peakRssMiB,
       ]),
@@ -162,7 +177,7 @@ export function toSvg(result: BenchResult): string {
       .filter((r) => r.threads === 2 && r.batch === 8)
       .map((r): [string, number] => [`${r.model} model-only`, r.imagesPerSecond]),
     ...result.pipeline.map((r): [string, number] => [
-      `${r.model} pipeline${r.dba ? ` (DBA ${r.dba})` : ''}`,
+      `${r.model} pipeline${r.workers ? '' : ' (in process)'}${r.dba ? ` (DBA ${r.dba})` : ''}`,
       r.imagesPerSecond,
     ]),
     ...result.preprocessing

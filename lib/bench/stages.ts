@@ -6,12 +6,13 @@ import { scanGallery } from '../adapters/fs/fs-gallery';
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { BUILTIN_MODELS, readVerifiedModel } from '../adapters/models/model-registry';
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
+import { OnnxWorkerPool, PooledOnnxEmbedder } from '../adapters/onnx/onnx-worker-pool';
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
 import { IndexingService } from '../core/indexing';
 import { loadConfig } from '../runtime/config';
 import { IMAGENET_PREPROCESS, type ModelSpec } from '../core/model-spec';
-import type { ImageRecord, Neighbour, PreparedImage } from '../core/ports';
+import type { Embedder, ImageRecord, Neighbour, PreparedImage } from '../core/ports';
 import { measureMatMulGflops } from './matmul';
 import {
   clusteredVectors,
@@ -141,64 +142,81 @@ export async function preprocessing(settings: BenchSettings) {
 }
 
 /**
- * The indexing pipeline end to end (read + decode + embed + insert into PGlite, IndexingService as
- * `ompf index` runs it), with database-side augmentation off and at the product default (k = 3,
- * maintained on every write), beside model-only throughput measured in the same run.
+ * The indexing pipeline over the labelled set, as `ompf index` runs it: each model with DBA off and at
+ * the product default, on the product's embedder (batches on OMPF_INDEX_WORKERS worker threads), and
+ * ResNet50 once more with every batch on the in-process 2-thread session (workers 0), the alternative.
+ * Its reference is the better of the two model-only configurations (one 2-thread session; the worker
+ * pool), batch 8, each measured right before and right after the run on the same sessions and
+ * averaged: this shared machine drifts by several per cent between stages minutes apart.
  */
-/**
- * The indexing pipeline over the labelled set, as `ompf index` runs it, for each model with DBA off and
- * at the product default. Its reference is model-only inference on the same session, batch 8, measured
- * right before and right after the run and averaged: this shared machine drifts by several per cent
- * between stages minutes apart (the inference stage's figure is kept beside it for comparison).
- */
-export async function pipeline(settings: BenchSettings, modelOnly: readonly InferenceRow[]) {
+export async function pipeline(settings: BenchSettings) {
   const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
   const items = settings.quick ? gallery.items.slice(0, 320) : gallery.items;
   const referenceBatches = settings.quick ? 8 : 24;
+  const defaults = loadConfig({});
+  const batchSize = 8;
+  const runs = [
+    { spec: MOBILENET, dba: 0, workers: defaults.indexWorkers },
+    { spec: MOBILENET, dba: defaults.dba, workers: defaults.indexWorkers },
+    { spec: RESNET50_LAYERS, dba: 0, workers: 0 },
+    { spec: RESNET50_LAYERS, dba: 0, workers: defaults.indexWorkers },
+    { spec: RESNET50_LAYERS, dba: defaults.dba, workers: defaults.indexWorkers },
+  ];
   const rows = [];
-  for (const spec of [MOBILENET, RESNET50_LAYERS]) {
-    for (const dba of [0, loadConfig({}).dba]) {
-      const batchSize = 8;
-      const { embedder, store } = await openEmbedderAndStore(settings, spec, batchSize, dba);
-      const preprocessor = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
-      const indexing = new IndexingService(store, embedder, preprocessor, { batchSize });
-      const batch = await Promise.all(
-        items.slice(0, batchSize).map(async (item) => preprocessor.prepare(await item.read())),
-      );
-      // Steady state, as the model-only figure: the first full batch sizes onnxruntime's memory arena.
-      await embedder.embed(batch);
-      const before = await modelOnlyRate(embedder, batch, referenceBatches);
-      const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
-      const after = await modelOnlyRate(embedder, batch, referenceBatches);
-      await store.close();
-      await embedder.close();
-      const imagesPerSecond = result.indexed / result.seconds;
-      const reference = (before + after) / 2;
-      const inferenceStage = modelOnly.find(
-        (r) => r.model === spec.id && r.batch === batchSize && r.threads === 2,
-      );
-      rows.push({
-        model: spec.id,
-        dba,
-        images: result.indexed,
-        imagesPerSecond: round(imagesPerSecond, 1),
-        modelOnlyImagesPerSecond: round(reference, 1),
-        modelOnlyBeforeAfter: [round(before, 1), round(after, 1)],
-        inferenceStageImagesPerSecond: inferenceStage?.imagesPerSecond ?? null,
-        ratioToModelOnly: round(imagesPerSecond / reference, 3),
-        peakRssMiB,
-      });
-      settings.log(
-        `  pipeline ${spec.id} dba ${dba}: ${round(imagesPerSecond, 1)} images/s, model-only ${round(before, 1)} before / ${round(after, 1)} after`,
-      );
-    }
+  for (const { spec, dba, workers } of runs) {
+    const modelBytes = readVerifiedModel(spec, settings.modelsDir);
+    const inProcess = await OnnxEmbedder.load(spec, modelBytes, { threads: 0, batchSize });
+    const pool = await OnnxWorkerPool.start(spec, modelBytes, {
+      workers: Math.max(1, defaults.indexWorkers),
+      threadsPerWorker: Math.max(1, Math.floor(cpus().length / Math.max(1, defaults.indexWorkers))),
+      batchSize,
+    });
+    const embedder = workers > 0 ? new PooledOnnxEmbedder(inProcess, () => Promise.resolve(pool)) : inProcess;
+    const store = await openBenchStore(spec, dba);
+    const preprocessor = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
+    const indexing = new IndexingService(store, embedder, preprocessor, { batchSize });
+    const batch = await Promise.all(
+      items.slice(0, batchSize).map(async (item) => preprocessor.prepare(await item.read())),
+    );
+    // Steady state, as the model-only figure: the first full batch sizes onnxruntime's memory arena.
+    await inProcess.embed(batch);
+    await pool.embed(batch);
+    const modelOnly = async () => ({
+      inProcess: await modelOnlyRate(inProcess, batch, referenceBatches),
+      workers: await modelOnlyRate(pool, batch, referenceBatches),
+    });
+    const before = await modelOnly();
+    const { result, peakRssMiB } = await withPeakRss(() => indexing.indexAll(gallery.root, items));
+    const after = await modelOnly();
+    await store.close();
+    await pool.close();
+    await inProcess.close();
+    const imagesPerSecond = result.indexed / result.seconds;
+    const inProcessMean = (before.inProcess + after.inProcess) / 2;
+    const workersMean = (before.workers + after.workers) / 2;
+    const reference = Math.max(inProcessMean, workersMean);
+    rows.push({
+      model: spec.id,
+      dba,
+      workers,
+      images: result.indexed,
+      imagesPerSecond: round(imagesPerSecond, 1),
+      modelOnlyImagesPerSecond: round(reference, 1),
+      modelOnlyInProcessBeforeAfter: [round(before.inProcess, 1), round(after.inProcess, 1)],
+      modelOnlyWorkersBeforeAfter: [round(before.workers, 1), round(after.workers, 1)],
+      ratioToModelOnly: round(imagesPerSecond / reference, 3),
+      peakRssMiB,
+    });
+    settings.log(
+      `  pipeline ${spec.id} dba ${dba} workers ${workers}: ${round(imagesPerSecond, 1)} images/s; model-only in process ${round(before.inProcess, 1)} / ${round(after.inProcess, 1)}, workers ${round(before.workers, 1)} / ${round(after.workers, 1)}`,
+    );
   }
   return rows;
 }
 
 /** Images/s of `batches` inference calls on one prepared batch (no decoding, no store). */
 async function modelOnlyRate(
-  embedder: OnnxEmbedder,
+  embedder: Embedder,
   batch: readonly PreparedImage[],
   batches: number,
 ): Promise<number> {
@@ -443,20 +461,23 @@ async function openEmbedderAndStore(
   settings: BenchSettings,
   spec: ModelSpec,
   batchSize: number,
-  dba = 0,
 ): Promise<{ embedder: OnnxEmbedder; store: PgVectorStore }> {
   const embedder = await OnnxEmbedder.load(spec, readVerifiedModel(spec, settings.modelsDir), {
     threads: 0,
     batchSize,
   });
-  const store = await PgVectorStore.open(await PgliteSqlClient.open(undefined), {
+  return { embedder, store: await openBenchStore(spec, 0) };
+}
+
+/** An in-memory PGlite store that never builds HNSW (PGlite's strategies are exact and binary). */
+async function openBenchStore(spec: ModelSpec, dba: number): Promise<PgVectorStore> {
+  return PgVectorStore.open(await PgliteSqlClient.open(undefined), {
     modelId: spec.id,
     dimension: spec.dimension,
     hnswMinRows: 1e9,
     indexBuildMemory: '256MB',
     dba,
   });
-  return { embedder, store };
 }
 
 async function bulkInsert(

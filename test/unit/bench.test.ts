@@ -78,11 +78,12 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
         {
           model: 'resnet50-layers',
           dba: 3,
+          workers: 2,
           images: 10,
           imagesPerSecond: 24,
           modelOnlyImagesPerSecond: 25,
-          modelOnlyBeforeAfter: [24.5, 25.5],
-          inferenceStageImagesPerSecond: 26,
+          modelOnlyInProcessBeforeAfter: [22.5, 23.5],
+          modelOnlyWorkersBeforeAfter: [24.5, 25.5],
           ratioToModelOnly: 0.96,
           peakRssMiB: 500,
         },
@@ -116,6 +117,8 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');
     expect(markdown).toContain('| m | 1280 | binary | 10 / 11 / 12 | 29 / 33 / 37 | 40 / 45 / 50 |');
-    expect(markdown).toContain('| resnet50-layers | 3 | 10 | 24 | 24.5 / 25.5 | 0.96 | 500 |');
+    expect(markdown).toContain(
+      '| resnet50-layers | 3 | 2 | 10 | 24 | 22.5 / 23.5 | 24.5 / 25.5 | 0.96 | 500 |',
+    );
   });
 });
