@@ -110,7 +110,7 @@ export function toMarkdown(result: BenchResult): string {
         r.peakRssMiB,
       ]),
     ),
-    '**Store at scale** (synthetic 2048-d unit vectors shaped like CNN features, 50 per cluster; latency p50 / p95 / p99 in ms for one top-10 query, embedding excluded, PostgreSQL over loopback; recall@10 against exact search in brackets)',
+    '**Store at scale** (synthetic 2048-d unit vectors shaped like CNN features, 50 per cluster; latency p50 / p95 / p99 in ms for one top-10 query, embedding excluded except in the last column (decode + embed a real photo + search with the strategy the store picks: binary candidates on PGlite, HNSW at ef_search 40 on PostgreSQL), PostgreSQL over loopback; recall@10 against exact search in brackets)',
     markdownTable(
       [
         'engine',
@@ -124,6 +124,7 @@ export function toMarkdown(result: BenchResult): string {
         'HNSW ef 40',
         'HNSW ef 100',
         'HNSW ef 200',
+        'with embedding (ResNet50 layers, product strategy)',
       ],
       result.store.map((r) => {
         const hnsw = (r.hnswMs ?? {}) as Record<string, unknown>;
@@ -147,6 +148,7 @@ export function toMarkdown(result: BenchResult): string {
           withRecall(hnsw.ef40, recall.ef40),
           withRecall(hnsw.ef100, recall.ef100),
           withRecall(hnsw.ef200, recall.ef200),
+          r.withEmbeddingMs,
         ];
       }),
     ),

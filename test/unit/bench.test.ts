@@ -95,6 +95,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
           insertRowsPerSecond: 500,
           tableMiBPer10k: 40,
           exactMs: { p50: 180, p95: 190, p99: 200 },
+          withEmbeddingMs: { p50: 60, p95: 70, p99: 80 },
         },
       ],
       recall: { skipped: 'none' },
@@ -113,6 +114,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     const markdown = toMarkdown(result);
     expect(markdown).toContain('| resnet50-layers | 8 | 2 | 25 | 40 | 1.08 |');
     expect(markdown).toContain('| pglite | 10000 | 500 | 40 | 180 / 190 / 200 | - |');
+    expect(markdown).toContain('| - | 60 / 70 / 80 |\n');
     const svg = toSvg(result);
     expect(svg).toMatch(/^<svg[^>]+>/);
     expect(svg).toContain('local query m');
