@@ -1,7 +1,7 @@
+import { availableParallelism } from 'node:os';
 import type { Config } from './config';
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-registry';
-import { availableParallelism } from 'node:os';
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
 import { OnnxWorkerPool, PooledOnnxEmbedder } from '../adapters/onnx/onnx-worker-pool';
 import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
@@ -35,26 +35,36 @@ export interface OpenOptions {
   readonly ephemeralStore?: boolean;
 }
 
+/** Created once per key per process; a failed creation is forgotten, so the next call tries again. */
+function oncePerProcess<T>(
+  cache: Map<string, Promise<T>>,
+  key: string,
+  create: () => Promise<T>,
+): Promise<T> {
+  let created = cache.get(key);
+  if (!created) {
+    created = Promise.resolve().then(create);
+    created.catch(() => cache.delete(key));
+    cache.set(key, created);
+  }
+  return created;
+}
+
 const embedders = new Map<string, Promise<OnnxEmbedder>>();
+const pooledEmbedders = new Map<string, Promise<Embedder>>();
 
 /** One onnxruntime session per model per process: creating one costs hundreds of milliseconds. */
 export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmbedder> {
-  const cacheKey = `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`;
-  let embedder = embedders.get(cacheKey);
-  if (!embedder) {
-    embedder = Promise.resolve().then(() =>
+  return oncePerProcess(
+    embedders,
+    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`,
+    () =>
       OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir), {
         threads: config.threads,
         batchSize: config.batchSize,
       }),
-    );
-    embedder.catch(() => embedders.delete(cacheKey));
-    embedders.set(cacheKey, embedder);
-  }
-  return embedder;
+  );
 }
-
-const pooledEmbedders = new Map<string, Promise<Embedder>>();
 
 /**
  * The embedder of the CLI, the local server and `ompf eval`: single images on the shared in-process
@@ -63,23 +73,18 @@ const pooledEmbedders = new Map<string, Promise<Embedder>>();
  */
 export function localEmbedder(spec: ModelSpec, config: Config): Promise<Embedder> {
   if (config.indexWorkers === 0) return sharedEmbedder(spec, config);
-  const cacheKey = `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}\u0000${config.indexWorkers}`;
-  let embedder = pooledEmbedders.get(cacheKey);
-  if (!embedder) {
-    embedder = sharedEmbedder(spec, config).then(
-      (inProcess) =>
-        new PooledOnnxEmbedder(inProcess, () =>
-          OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir), {
-            workers: config.indexWorkers,
-            threadsPerWorker: Math.max(1, Math.floor(availableParallelism() / config.indexWorkers)),
-            batchSize: config.batchSize,
-          }),
-        ),
-    );
-    embedder.catch(() => pooledEmbedders.delete(cacheKey));
-    pooledEmbedders.set(cacheKey, embedder);
-  }
-  return embedder;
+  return oncePerProcess(
+    pooledEmbedders,
+    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}\u0000${config.indexWorkers}`,
+    async () =>
+      new PooledOnnxEmbedder(await sharedEmbedder(spec, config), () =>
+        OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir), {
+          workers: config.indexWorkers,
+          threadsPerWorker: Math.max(1, Math.floor(availableParallelism() / config.indexWorkers)),
+          batchSize: config.batchSize,
+        }),
+      ),
+  );
 }
 
 export async function openSqlClient(config: Config, ephemeral = false): Promise<SqlClient> {
