@@ -287,17 +287,26 @@ async function embedLabelled(
   const failed: { key: string; reason: string }[] = [];
   const plain: Float32Array[] = [];
   const mirrored: Float32Array[] = [];
+  // Each batch decodes its images concurrently (libuv pool), and the next batch decodes while this one
+  // is embedded, as in the indexing pipeline.
+  const decode = (batch: readonly LabelledItem[]) =>
+    Promise.allSettled(batch.map(async (entry) => deps.preprocessor.prepare(await entry.item.read())));
+  let next = decode(labelled.slice(0, deps.batchSize));
   for (let start = 0; start < labelled.length; start += deps.batchSize) {
     const batch = labelled.slice(start, start + deps.batchSize);
+    const decoded = await next;
+    next = decode(labelled.slice(start + deps.batchSize, start + 2 * deps.batchSize));
     const prepared: PreparedImage[] = [];
-    for (const entry of batch) {
-      try {
-        prepared.push(await deps.preprocessor.prepare(await entry.item.read()));
+    decoded.forEach((result, i) => {
+      const entry = batch[i]!;
+      if (result.status === 'fulfilled') {
+        prepared.push(result.value);
         kept.push(entry);
-      } catch (error) {
+      } else {
+        const error: unknown = result.reason;
         failed.push({ key: entry.item.key, reason: error instanceof Error ? error.message : String(error) });
       }
-    }
+    });
     const views = withMirror ? [...prepared, ...prepared.map((p) => mirror(p, deps.cropSize))] : prepared;
     const vectors = await deps.embedder.embed(views);
     plain.push(...vectors.slice(0, prepared.length));
