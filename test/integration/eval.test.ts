@@ -1,3 +1,6 @@
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { scanGallery } from '../../lib/adapters/fs/fs-gallery';
 import { runStoreCheck } from '../../lib/core/evaluation-runner';
 import { loadConfig } from '../../lib/runtime/config';
@@ -104,6 +107,34 @@ describe('ompf eval on caltech101-animals-dev (mobilenetv2-int8)', () => {
     rows.forEach((r) => expect(r.queryMsP50).toBeGreaterThan(0));
     // Two embedding passes (plain and mirrored) and four leave-one-out runs: minutes on a loaded 2-core box.
   }, 600_000);
+
+  it('reports a corrupt image in the labelled folder as failed and evaluates the rest', async () => {
+    // Prepare: two classes of four photos each, one of them truncated to garbage.
+    const dir = mkdtempSync(join(tmpdir(), 'ompf-eval-'));
+    for (const label of ['okapi', 'rhino']) {
+      mkdirSync(join(dir, label));
+      for (let i = 1; i <= 4; i++) {
+        const name = `image_000${i}.jpg`;
+        copyFileSync(join(requirePath(CALTECH_DIR, 'Dataset'), label, name), join(dir, label, name));
+      }
+    }
+    writeFileSync(join(dir, 'rhino', 'image_0004.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 1, 2, 3]));
+    // Act
+    const result = await ompf(
+      ['--json', '--model', 'mobilenetv2-int8', 'eval', dir, '--compare', 'plain'],
+      env,
+    );
+    // Assess
+    expect(result.code).toBe(0);
+    const report = result.json<{
+      rows: { config: string; images: number; top1: number }[];
+      failed: { key: string; reason: string }[];
+    }>();
+    expect(report.rows).toEqual([expect.objectContaining({ config: 'plain', images: 7 })]);
+    expect(report.failed).toEqual([
+      { key: 'rhino/image_0004.jpg', reason: expect.stringMatching(/could not be decoded|corrupt/i) },
+    ]);
+  });
 
   it('refuses an unknown configuration name', async () => {
     const result = await ompf(
