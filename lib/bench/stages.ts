@@ -10,7 +10,7 @@ import { OnnxWorkerPool, PooledOnnxEmbedder } from '../adapters/onnx/onnx-worker
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
 import { IndexingService } from '../core/indexing';
-import { loadConfig } from '../runtime/config';
+import { loadConfig, threadsPerIndexWorker } from '../runtime/config';
 import { IMAGENET_PREPROCESS, type ModelSpec } from '../core/model-spec';
 import type { Embedder, ImageRecord, Neighbour, PreparedImage } from '../core/ports';
 import { measureMatMulGflops } from './matmul';
@@ -169,7 +169,7 @@ export async function pipeline(settings: BenchSettings) {
     const inProcess = await OnnxEmbedder.load(spec, modelBytes, { threads: 0, batchSize });
     const pool = await OnnxWorkerPool.start(spec, modelBytes, {
       workers: Math.max(1, defaults.indexWorkers),
-      threadsPerWorker: Math.max(1, Math.floor(cpus().length / Math.max(1, defaults.indexWorkers))),
+      threadsPerWorker: threadsPerIndexWorker(defaults.indexWorkers),
       batchSize,
     });
     const embedder = workers > 0 ? new PooledOnnxEmbedder(inProcess, () => Promise.resolve(pool)) : inProcess;
@@ -263,6 +263,8 @@ export async function storeAtScale(settings: BenchSettings) {
   // Embedding included: real photos through the ResNet50 layers (2048-d, as the stored vectors) and the
   // store's product strategy at that size, as the local server's search runs them.
   const photoQueries = await openPhotoQueries(settings, RESNET50_LAYERS);
+  const withEmbedding = async (store: PgVectorStore) =>
+    (await photoQueries.run(store, settings.quick ? 20 : 40)).endToEndMs;
   for (const target of engines(settings)) {
     for (const size of sizes) {
       const draw = clusteredVectors(2048, size / 50, 4242);
@@ -296,7 +298,7 @@ export async function storeAtScale(settings: BenchSettings) {
         const binary = await latency(store, queries, undefined);
         row.binaryMs = binary.ms;
         row.binaryRecallAt10 = recallAtK(binary.results, exact.results);
-        row.withEmbeddingMs = (await photoQueries.run(store, settings.quick ? 20 : 40)).endToEndMs;
+        row.withEmbeddingMs = await withEmbedding(store);
       }
       if (target.engine === 'postgresql') {
         const started = performance.now();
@@ -316,7 +318,7 @@ export async function storeAtScale(settings: BenchSettings) {
         row.hnswMs = hnsw;
         row.hnswRecallAt10 = hnswRecall;
         // ef_search as the product sets it per query (defaultEfSearch: 40 for a top-10).
-        row.withEmbeddingMs = (await photoQueries.run(store, settings.quick ? 20 : 40)).endToEndMs;
+        row.withEmbeddingMs = await withEmbedding(store);
       }
       settings.log(`  ${target.engine} ${size}: exact p50 ${exact.ms.p50} ms`);
       rows.push(row);

@@ -88,6 +88,11 @@ export function defaultIndexWorkers(cores = availableParallelism()): number {
   return cores >= 2 ? Math.min(cores, 4) : 0;
 }
 
+/** Intra-op threads of each embedding worker: the cores split evenly between the workers, at least 1. */
+export function threadsPerIndexWorker(workers: number, cores = availableParallelism()): number {
+  return Math.max(1, Math.floor(cores / Math.max(1, workers)));
+}
+
 /** Read and validate configuration once; every bad variable is reported in one error. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   // Empty strings mean "unset" (a common way to blank a variable in shells and .env files).

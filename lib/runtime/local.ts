@@ -1,5 +1,4 @@
-import { availableParallelism } from 'node:os';
-import type { Config } from './config';
+import { threadsPerIndexWorker, type Config } from './config';
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-registry';
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
@@ -80,7 +79,7 @@ export function localEmbedder(spec: ModelSpec, config: Config): Promise<Embedder
       new PooledOnnxEmbedder(await sharedEmbedder(spec, config), () =>
         OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir), {
           workers: config.indexWorkers,
-          threadsPerWorker: Math.max(1, Math.floor(availableParallelism() / config.indexWorkers)),
+          threadsPerWorker: threadsPerIndexWorker(config.indexWorkers),
           batchSize: config.batchSize,
         }),
       ),

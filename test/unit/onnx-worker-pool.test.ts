@@ -7,7 +7,7 @@ import { OnnxEmbedder } from '../../lib/adapters/onnx/onnx-embedder';
 import { OnnxWorkerPool, PooledOnnxEmbedder } from '../../lib/adapters/onnx/onnx-worker-pool';
 import { ConfigError, DependencyUnavailableError } from '../../lib/core/errors';
 import type { PreparedImage } from '../../lib/core/ports';
-import { defaultIndexWorkers, loadConfig } from '../../lib/runtime/config';
+import { defaultIndexWorkers, loadConfig, threadsPerIndexWorker } from '../../lib/runtime/config';
 import { CALTECH_DIR, MODELS_DIR, requirePath } from '../helpers/shared';
 
 const mobilenet = BUILTIN_MODELS['mobilenetv2-int8']!;
@@ -188,6 +188,13 @@ describe('PooledOnnxEmbedder: queries in process, batches on workers', () => {
 describe('OMPF_INDEX_WORKERS', () => {
   it('defaults to one worker per core up to 4, none on one core', () => {
     expect([1, 2, 3, 8, 64].map((cores) => defaultIndexWorkers(cores))).toEqual([0, 2, 3, 4, 4]);
+  });
+
+  it('splits the cores evenly between the workers, at least one thread each', () => {
+    expect(threadsPerIndexWorker(2, 2)).toBe(1);
+    expect(threadsPerIndexWorker(4, 8)).toBe(2);
+    expect(threadsPerIndexWorker(3, 8)).toBe(2);
+    expect(threadsPerIndexWorker(4, 2)).toBe(1);
   });
 
   it('takes a whole number from 0 to 64 and names the variable otherwise', () => {
