@@ -66,9 +66,7 @@ export class OnnxWorkerPool implements Embedder {
       slot.worker.on('exit', (code) => {
         if (!this.closing) this.fail(`it exited with code ${code}`);
         // The dead worker's chunk can never be answered.
-        slot.current?.reject(
-          this.failure ?? new DependencyUnavailableError('The embedding workers were stopped.'),
-        );
+        slot.current?.reject(this.failure ?? workersStopped());
         slot.current = undefined;
       });
     }
@@ -129,15 +127,14 @@ export class OnnxWorkerPool implements Embedder {
     if (this.closing) return;
     this.closing = true;
     const inFlight = this.slots.flatMap((slot) => (slot.current ? [slot.current.settled] : []));
-    this.refuseWaiting(new DependencyUnavailableError('The embedding workers were stopped.'));
+    this.refuseWaiting(workersStopped());
     await Promise.all(inFlight);
     await Promise.all(this.slots.map((slot) => slot.worker.terminate()));
   }
 
   private submit(images: readonly PreparedImage[]): Promise<Float32Array> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.closing)
-      return Promise.reject(new DependencyUnavailableError('The embedding workers were stopped.'));
+    if (this.closing) return Promise.reject(workersStopped());
     const transfer = new ArrayBuffer(images.length * this.imageSize * Float32Array.BYTES_PER_ELEMENT);
     const input = new Float32Array(transfer);
     images.forEach((image, i) => input.set(image.tensor, i * this.imageSize));
@@ -251,6 +248,11 @@ export class PooledOnnxEmbedder implements Embedder {
     this.pool = undefined;
     if (pool) await (await pool.catch(() => undefined))?.close();
   }
+}
+
+/** What a chunk gets when the pool was closed before it could run. */
+function workersStopped(): DependencyUnavailableError {
+  return new DependencyUnavailableError('The embedding workers were stopped.');
 }
 
 function untilReady(worker: Worker): Promise<void> {
