@@ -1,7 +1,14 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
+import { exposeFeatureTensor } from '../../lib/adapters/onnx/onnx-graph';
+import { int8Replica } from '../../lib/bench/int8-replica';
 import { matMulModel } from '../../lib/bench/matmul';
 import { clusteredVectors, percentiles, recallAtK } from '../../lib/bench/measure';
 import { toMarkdown, toSvg, type BenchResult } from '../../lib/bench/report';
+import { LIGHT_RESNET50_FILE, MODELS_DIR, requirePath } from '../helpers/shared';
 
 describe('benchmark building blocks (speed is measured by `npm run bench`, never asserted)', () => {
   it('the MatMul graph used for the GFLOP/s ceiling really multiplies matrices', async () => {
@@ -11,6 +18,29 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     const { c } = await session.run({ a, b });
     expect(Array.from(c!.data as Float32Array)).toEqual([19, 22, 43, 50]);
     await session.release();
+  });
+
+  it('the int8 replica of the ResNet50 layers runs as int8 kernels: every convolution fused into QLinearConv, 2048-d features in batches', async () => {
+    // Prepare
+    const float = readFileSync(requirePath(join(MODELS_DIR, LIGHT_RESNET50_FILE), 'light_resnet50.onnx'));
+    const graph = exposeFeatureTensor(int8Replica(float), { featuresOnly: true });
+    const optimised = join(mkdtempSync(join(tmpdir(), 'ompf-int8-')), 'optimised.onnx');
+    // Act
+    const session = await ort.InferenceSession.create(graph.modelBytes, {
+      graphOptimizationLevel: 'all',
+      optimizedModelFilePath: optimised,
+      logSeverityLevel: 3,
+    });
+    const input = new ort.Tensor('float32', new Float32Array(2 * 3 * 224 * 224).fill(0.5), [2, 3, 224, 224]);
+    const output = (await session.run({ [graph.inputName]: input }))[graph.featureOutput]!;
+    await session.release();
+    // Assert: what onnxruntime really runs is what resnet50-int8 runs (no float convolution left).
+    const ops = onnx.ModelProto.decode(readFileSync(optimised)).graph!.node!.map((n) => n.opType);
+    const count = (op: string) => ops.filter((o) => o === op).length;
+    expect(count('QLinearConv')).toBe(53);
+    expect(count('QLinearAdd')).toBe(16);
+    expect(count('Conv')).toBe(0);
+    expect(output.dims).toEqual([2, 2048, 1, 1]);
   });
 
   it('percentiles pick the nearest-rank sample', () => {
