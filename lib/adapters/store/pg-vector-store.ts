@@ -513,7 +513,11 @@ export class PgVectorStore implements VectorStore {
     } else if (this.strategy === 'binary') {
       // Hamming distance on the centred sign bits picks candidates through BITS_HNSW_INDEX (filter
       // applied there, iterative scans keep going until enough rows pass it); exact cosine distance
-      // re-ranks them.
+      // re-ranks them. The re-rank compares float32 vectors: PGlite's WebAssembly pgvector converts
+      // half floats in software (about 10 ns each), and halfvec <=> halfvec converts both sides for
+      // every row, the query 100 times over. Casting the query once and each candidate once halves
+      // the re-rank at 10k x 2048 (3.6 -> 1.9 ms for 100 rows) with the same distances (half -> float
+      // is exact, and the sums run in float either way).
       const candidates = binaryCandidates(query.limit);
       rows = await this.client.transaction(async (tx) => {
         await useHnsw(tx, Math.max(query.efSearch ?? defaultEfSearch(query.limit), candidates));
@@ -525,7 +529,7 @@ export class PgVectorStore implements VectorStore {
               WHERE ${filter}
               ORDER BY embedding_bits <~> (SELECT bits FROM query)
               LIMIT $6)
-           SELECT source, key, embedding <=> $1::halfvec AS distance
+           SELECT source, key, embedding::vector <=> $1::halfvec::vector AS distance
              FROM images JOIN candidates USING (id)
             ORDER BY distance, source, key
             LIMIT $5`,
