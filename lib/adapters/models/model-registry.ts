@@ -27,7 +27,8 @@ export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = {
   },
   'resnet50-int8': {
     id: 'resnet50-int8',
-    description: 'ResNet50 v1 int8 (ONNX Model Zoo resnet50-v1-12-int8), 2048-d; about 4x smaller.',
+    description:
+      'ResNet50 v1 int8 (ONNX Model Zoo resnet50-v1-12-int8), 2048-d; 4x smaller, 2.5-4x faster on CPUs with VNNI.',
     file: 'resnet50-v1-12-int8.onnx',
     sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37',
     sizeBytes: 25_815_878,
