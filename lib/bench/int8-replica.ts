@@ -9,13 +9,15 @@ import { onnx } from 'onnx-proto';
  * - every weight produced by ConstantOfShape (light_resnet50's stand-in for an initializer) becomes an
  *   int8 initializer of the same shape behind a DequantizeLinear;
  * - BatchNormalization is dropped (a quantized model has it folded into the convolution);
- * - every activation (the graph input and each Conv, Relu, Sum and MaxPool output) goes through a
+ * - every activation (the graph input and each Conv, Relu and MaxPool output) goes through a
  *   QuantizeLinear / DequantizeLinear pair (uint8, zero point 0), with the original tensor name on the
  *   dequantized side, so consumers and the feature output keep their names;
- * - two-input Sum becomes Add (onnxruntime fuses DQ -> Add -> Q into QLinearAdd, not Sum).
+ * - the residual two-input Sum becomes Add, left unquantized: the Relu after it is quantized, and
+ *   onnxruntime fuses DQ -> Add -> Relu -> Q into QLinearAdd (it has no quantized Sum).
  *
  * onnxruntime's graph optimisation then fuses DQ -> Conv -> Relu -> Q into QLinearConv (u8 activations,
  * s8 weights), which uses VNNI where the CPU has it. The global pool stays float, as the feature output.
+ * Written for light_resnet50.onnx (Caffe2 ResNet50, opset 9); other graphs are not its concern.
  */
 export function int8Replica(modelBytes: Uint8Array): Uint8Array {
   const model = onnx.ModelProto.decode(modelBytes);
@@ -36,7 +38,9 @@ export function int8Replica(modelBytes: Uint8Array): Uint8Array {
   for (const node of graph.node ?? []) {
     if (node.opType === 'Conv') weightNames.add(node.input![1]!);
   }
-  const renamed = new Map<string, string>(); // BatchNormalization output -> its Conv's output
+  // Tensors whose producer went or changed: BatchNormalization output -> its Conv's output, Add output ->
+  // its float name.
+  const renamed = new Map<string, string>();
   const nodes: onnx.INodeProto[] = [];
   const quantizeActivation = (name: string): void => {
     const float = `${name}__float`;
@@ -54,6 +58,7 @@ export function int8Replica(modelBytes: Uint8Array): Uint8Array {
     const output = node.output![0]!;
     if (node.opType === 'ConstantOfShape' && weightNames.has(output)) {
       const shape = shapes.get(node.input![0]!);
+      if (!shape) throw new Error(`int8Replica: the shape of weight '${output}' is not an initializer.`);
       const dims = int64Values(shape);
       const count = dims.reduce((a, b) => a * b, 1);
       initializers.push(
@@ -103,8 +108,7 @@ export function int8Replica(modelBytes: Uint8Array): Uint8Array {
 }
 
 /** An int64 tensor's values, stored in int64Data or (as most exporters write them) in rawData. */
-function int64Values(tensor: onnx.ITensorProto | undefined): number[] {
-  if (!tensor) return [];
+function int64Values(tensor: onnx.ITensorProto): number[] {
   if (tensor.int64Data?.length) return tensor.int64Data.map(Number);
   const raw = tensor.rawData ?? new Uint8Array();
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
