@@ -64,6 +64,7 @@ async function main(): Promise<void> {
   const machine = await stage('machine', () => stages.machine(settings));
   const inference = await stage('inference', () => stages.inference(settings, machine.matMulGflops));
   const preprocessing = await stage('preprocessing', () => stages.preprocessing(settings));
+  const interference = await stage('interference', () => stages.interference(settings));
   const pipeline = await stage('pipeline', () => stages.pipeline(settings));
   const store = await stage('store', () => stages.storeAtScale(settings));
   const recall = await stage('recall', () => stages.recall(settings));
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
     machine,
     inference,
     preprocessing,
+    interference,
     pipeline,
     store,
     recall,

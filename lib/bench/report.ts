@@ -1,4 +1,4 @@
-import type { InferenceRow } from './stages';
+import type { InferenceRow, InterferenceRow } from './stages';
 
 /** Render a benchmark result as Markdown tables and as an SVG chart. */
 export interface BenchResult {
@@ -20,6 +20,7 @@ export interface BenchResult {
     imagesPerSecond: number;
     msPerImage: number;
   }[];
+  readonly interference: readonly InterferenceRow[];
   readonly pipeline: {
     model: string;
     /** Database-side augmentation neighbours maintained on every write (0 = off). */
@@ -84,6 +85,18 @@ export function toMarkdown(result: BenchResult): string {
     markdownTable(
       ['input', 'concurrency', 'images/s', 'ms/image'],
       result.preprocessing.map((r) => [r.input, r.concurrency, r.imagesPerSecond, r.msPerImage]),
+    ),
+    '**Interference** (ResNet50 layers model-only, batch 8, alone and while one stream of photos is decoded back to back; the CPU-share ratio is what decoding alone would take: 1 - decode rate beside / decode rate alone / cores)',
+    markdownTable(
+      ['embedder', 'alongside', 'images/s', 'ratio to alone', 'ratio if CPU shared', 'decodes/s'],
+      result.interference.map((r) => [
+        r.embedder,
+        r.alongside,
+        r.imagesPerSecond,
+        r.ratioToAlone,
+        r.ratioIfCpuShared,
+        r.decodesPerSecond,
+      ]),
     ),
     '**Indexing pipeline** (read + decode + embed + insert into PGlite, batch 8; DBA: neighbours maintained per write, 0 = off; workers: threads embedding the batches, 0 = one in-process session with 2 intra-op threads; model-only on both, right before / after the run on the same sessions: the ratio is to the better mean)',
     markdownTable(

@@ -1,3 +1,5 @@
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -157,6 +159,130 @@ export async function preprocessing(settings: BenchSettings) {
   }
   return rows;
 }
+
+/** One interference measurement: model-only inference with or without a decode stream beside it. */
+export interface InterferenceRow {
+  /** 'none' for the decode stream alone. */
+  readonly embedder: string;
+  readonly alongside: 'nothing' | 'one decode stream';
+  readonly imagesPerSecond: number | null;
+  /** To the same embedder with nothing alongside, measured in this stage. */
+  readonly ratioToAlone: number | null;
+  /**
+   * The ratio if decoding only took its own CPU time: 1 - (decode rate here / decode rate alone) / cores
+   * (one stream alone keeps one core busy). Below it, the embedder loses more than decoding uses.
+   */
+  readonly ratioIfCpuShared: number | null;
+  readonly decodesPerSecond: number | null;
+}
+
+/**
+ * How decoding and inference share the cores: ResNet50 layers model-only (batch 8, blank images) alone
+ * and while another process decodes real photos back to back (decode-stream.ts, one at a time: at most
+ * one core), on the in-process session with every thread and on the worker pool (the indexing
+ * default), plus the decode stream alone. A thread pool that waits for its slowest thread falls below
+ * the CPU-share line; independent workers only lose the time taken from them. Runs from the built
+ * bench (the child is dist/lib/bench/decode-stream.js).
+ */
+export async function interference(settings: BenchSettings) {
+  const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
+  const photos = gallery.items.slice(0, 32).map((item) => join(gallery.root, item.key));
+  const modelBytes = benchModelBytes(RESNET50_LAYERS, settings);
+  const defaults = loadConfig({});
+  const batch = blankImages(8);
+  const inProcess = await OnnxEmbedder.load(RESNET50_LAYERS, modelBytes, { threads: 0, batchSize: 8 });
+  const pool = await OnnxWorkerPool.start(RESNET50_LAYERS, modelBytes, {
+    workers: Math.max(1, defaults.indexWorkers),
+    threadsPerWorker: threadsPerIndexWorker(defaults.indexWorkers),
+    batchSize: 8,
+  });
+  const ms = settings.quick ? 4_000 : 10_000;
+  try {
+    await inProcess.embed(batch);
+    await pool.embed(batch);
+    const decodeAlone = await alongsideDecoding(photos, () => sleep(ms));
+    const embedders: [string, Embedder][] = [
+      ['in process, 2 threads', inProcess],
+      [
+        `${Math.max(1, defaults.indexWorkers)} workers x ${threadsPerIndexWorker(defaults.indexWorkers)} thread`,
+        pool,
+      ],
+    ];
+    const rows: InterferenceRow[] = [];
+    for (const [name, embedder] of embedders) {
+      const alone = await embedRate(embedder, batch, ms);
+      const beside = await alongsideDecoding(photos, () => embedRate(embedder, batch, ms));
+      const decodeShare = beside.decodesPerSecond / decodeAlone.decodesPerSecond;
+      rows.push(
+        {
+          embedder: name,
+          alongside: 'nothing',
+          imagesPerSecond: round(alone, 1),
+          ratioToAlone: 1,
+          ratioIfCpuShared: null,
+          decodesPerSecond: null,
+        },
+        {
+          embedder: name,
+          alongside: 'one decode stream',
+          imagesPerSecond: round(beside.result, 1),
+          ratioToAlone: round(beside.result / alone, 3),
+          ratioIfCpuShared: round(1 - decodeShare / cpus().length, 3),
+          decodesPerSecond: round(beside.decodesPerSecond, 1),
+        },
+      );
+      settings.log(
+        `  ${name}: ${round(alone, 1)} images/s alone, ${round(beside.result, 1)} beside ${round(beside.decodesPerSecond, 1)} decodes/s`,
+      );
+    }
+    rows.push({
+      embedder: 'none',
+      alongside: 'one decode stream',
+      imagesPerSecond: null,
+      ratioToAlone: null,
+      ratioIfCpuShared: null,
+      decodesPerSecond: round(decodeAlone.decodesPerSecond, 1),
+    });
+    return rows;
+  } finally {
+    await pool.close();
+    await inProcess.close();
+  }
+}
+
+/** Images/s of back-to-back inference calls on one batch for about `ms`. */
+async function embedRate(embedder: Embedder, batch: readonly PreparedImage[], ms: number): Promise<number> {
+  const started = performance.now();
+  let images = 0;
+  while (performance.now() - started < ms) {
+    await embedder.embed(batch);
+    images += batch.length;
+  }
+  return images / ((performance.now() - started) / 1000);
+}
+
+/** Runs `work` while a child process decodes `photos` back to back; the child's rate over that time. */
+async function alongsideDecoding<T>(
+  photos: readonly string[],
+  work: () => Promise<T>,
+): Promise<{ result: T; decodesPerSecond: number }> {
+  const child = fork(join(__dirname, 'decode-stream.js'), [JSON.stringify(photos)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  try {
+    await once(child, 'message'); // 'ready': sharp loaded, photos read
+    child.send('start');
+    const result = await work();
+    const report = once(child, 'message');
+    child.send('stop');
+    const [{ decoded, seconds }] = (await report) as [{ decoded: number; seconds: number }];
+    return { result, decodesPerSecond: decoded / seconds };
+  } finally {
+    child.kill();
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * The indexing pipeline over the labelled set, as `ompf index` runs it: each model with DBA off and at

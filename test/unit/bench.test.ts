@@ -104,6 +104,24 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
         },
       ],
       preprocessing: [{ input: 'small JPEG (x)', concurrency: 2, imagesPerSecond: 300, msPerImage: 3.3 }],
+      interference: [
+        {
+          embedder: 'in process, 2 threads',
+          alongside: 'one decode stream',
+          imagesPerSecond: 12,
+          ratioToAlone: 0.5,
+          ratioIfCpuShared: 0.8,
+          decodesPerSecond: 120,
+        },
+        {
+          embedder: 'none',
+          alongside: 'one decode stream',
+          imagesPerSecond: null,
+          ratioToAlone: null,
+          ratioIfCpuShared: null,
+          decodesPerSecond: 300,
+        },
+      ],
       pipeline: [
         {
           model: 'resnet50-layers',
@@ -152,5 +170,7 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     expect(markdown).toContain(
       '| resnet50-layers | 3 | 2 | 10 | 24 | 22.5 / 23.5 | 24.5 / 25.5 | 0.96 | 500 |',
     );
+    expect(markdown).toContain('| in process, 2 threads | one decode stream | 12 | 0.5 | 0.8 | 120 |');
+    expect(markdown).toContain('| none | one decode stream | - | - | - | 300 |');
   });
 });
