@@ -86,7 +86,7 @@ export function toMarkdown(result: BenchResult): string {
       ['input', 'concurrency', 'images/s', 'ms/image'],
       result.preprocessing.map((r) => [r.input, r.concurrency, r.imagesPerSecond, r.msPerImage]),
     ),
-    '**Interference** (ResNet50 layers model-only, batch 8, alone and while one stream of photos is decoded back to back; the CPU-share ratio is what decoding alone would take: 1 - decode rate beside / decode rate alone / cores)',
+    "**Interference** (ResNet50 layers model-only, batch 8, alone and while another process decodes photos back to back, one at a time; the CPU-share ratio is what decoding's own CPU time alone would leave: 1 - decode rate beside / decode rate alone / cores)",
     markdownTable(
       ['embedder', 'alongside', 'images/s', 'ratio to alone', 'ratio if CPU shared', 'decodes/s'],
       result.interference.map((r) => [
