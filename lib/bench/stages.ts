@@ -191,11 +191,7 @@ export async function interference(settings: BenchSettings) {
   const defaults = loadConfig({});
   const batch = blankImages(8);
   const inProcess = await OnnxEmbedder.load(RESNET50_LAYERS, modelBytes, { threads: 0, batchSize: 8 });
-  const pool = await OnnxWorkerPool.start(RESNET50_LAYERS, modelBytes, {
-    workers: Math.max(1, defaults.indexWorkers),
-    threadsPerWorker: threadsPerIndexWorker(defaults.indexWorkers),
-    batchSize: 8,
-  });
+  const pool = await startDefaultPool(RESNET50_LAYERS, modelBytes, 8);
   const ms = settings.quick ? 4_000 : 10_000;
   try {
     await inProcess.embed(batch);
@@ -248,6 +244,20 @@ export async function interference(settings: BenchSettings) {
     await pool.close();
     await inProcess.close();
   }
+}
+
+/** The embedding worker pool as the product's defaults configure it (at least one worker). */
+function startDefaultPool(
+  spec: ModelSpec,
+  modelBytes: Uint8Array,
+  batchSize: number,
+): Promise<OnnxWorkerPool> {
+  const { indexWorkers } = loadConfig({});
+  return OnnxWorkerPool.start(spec, modelBytes, {
+    workers: Math.max(1, indexWorkers),
+    threadsPerWorker: threadsPerIndexWorker(indexWorkers),
+    batchSize,
+  });
 }
 
 /** Images/s of back-to-back inference calls on one batch for about `ms`. */
@@ -311,11 +321,7 @@ export async function pipeline(settings: BenchSettings) {
   for (const { spec, dba, workers } of runs) {
     const modelBytes = benchModelBytes(spec, settings);
     const inProcess = await OnnxEmbedder.load(spec, modelBytes, { threads: 0, batchSize });
-    const pool = await OnnxWorkerPool.start(spec, modelBytes, {
-      workers: Math.max(1, defaults.indexWorkers),
-      threadsPerWorker: threadsPerIndexWorker(defaults.indexWorkers),
-      batchSize,
-    });
+    const pool = await startDefaultPool(spec, modelBytes, batchSize);
     const embedder = workers > 0 ? new PooledOnnxEmbedder(inProcess, () => Promise.resolve(pool)) : inProcess;
     const store = await openBenchStore(spec, dba);
     const preprocessor = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e9, maxPixels: 1e9 });
