@@ -279,11 +279,18 @@ async function alongsideDecoding<T>(
   const child = fork(join(__dirname, 'decode-stream.js'), [JSON.stringify(photos)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+  // A child that dies (a photo that fails to decode, a missing build) fails the stage instead of
+  // leaving the bench waiting for a message that never comes.
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`The decode stream exited early (code ${code}).`))),
+  );
+  exited.catch(() => undefined); // observed below; a normal exit after the report is not an error
+  const nextMessage = () => Promise.race([once(child, 'message'), exited]);
   try {
-    await once(child, 'message'); // 'ready': sharp loaded, photos read
+    await nextMessage(); // 'ready': sharp loaded, photos read
     child.send('start');
     const result = await work();
-    const report = once(child, 'message');
+    const report = nextMessage();
     child.send('stop');
     const [{ decoded, seconds }] = (await report) as [{ decoded: number; seconds: number }];
     return { result, decodesPerSecond: decoded / seconds };
