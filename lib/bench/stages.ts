@@ -188,7 +188,7 @@ export async function interference(settings: BenchSettings) {
   const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
   const photos = gallery.items.slice(0, 32).map((item) => join(gallery.root, item.key));
   const modelBytes = benchModelBytes(RESNET50_LAYERS, settings);
-  const defaults = loadConfig({});
+  const { workers, threadsPerWorker } = defaultPoolShape();
   const batch = blankImages(8);
   const inProcess = await OnnxEmbedder.load(RESNET50_LAYERS, modelBytes, { threads: 0, batchSize: 8 });
   const pool = await startDefaultPool(RESNET50_LAYERS, modelBytes, 8);
@@ -199,10 +199,7 @@ export async function interference(settings: BenchSettings) {
     const decodeAlone = await alongsideDecoding(photos, () => sleep(ms));
     const embedders: [string, Embedder][] = [
       ['in process, 2 threads', inProcess],
-      [
-        `${Math.max(1, defaults.indexWorkers)} workers x ${threadsPerIndexWorker(defaults.indexWorkers)} thread`,
-        pool,
-      ],
+      [`${workers} workers x ${threadsPerWorker} thread`, pool],
     ];
     const rows: InterferenceRow[] = [];
     for (const [name, embedder] of embedders) {
@@ -246,29 +243,23 @@ export async function interference(settings: BenchSettings) {
   }
 }
 
-/** The embedding worker pool as the product's defaults configure it (at least one worker). */
+/** Workers and threads of the embedding pool as the product's defaults configure it (at least one worker). */
+function defaultPoolShape(): { workers: number; threadsPerWorker: number } {
+  const { indexWorkers } = loadConfig({});
+  return { workers: Math.max(1, indexWorkers), threadsPerWorker: threadsPerIndexWorker(indexWorkers) };
+}
+
 function startDefaultPool(
   spec: ModelSpec,
   modelBytes: Uint8Array,
   batchSize: number,
 ): Promise<OnnxWorkerPool> {
-  const { indexWorkers } = loadConfig({});
-  return OnnxWorkerPool.start(spec, modelBytes, {
-    workers: Math.max(1, indexWorkers),
-    threadsPerWorker: threadsPerIndexWorker(indexWorkers),
-    batchSize,
-  });
+  return OnnxWorkerPool.start(spec, modelBytes, { ...defaultPoolShape(), batchSize });
 }
 
-/** Images/s of back-to-back inference calls on one batch for about `ms`. */
+/** Images/s of back-to-back inference calls on one batch for about `ms` (timeRepeated's loop). */
 async function embedRate(embedder: Embedder, batch: readonly PreparedImage[], ms: number): Promise<number> {
-  const started = performance.now();
-  let images = 0;
-  while (performance.now() - started < ms) {
-    await embedder.embed(batch);
-    images += batch.length;
-  }
-  return images / ((performance.now() - started) / 1000);
+  return (batch.length * 1000) / (await timeRepeated(() => embedder.embed(batch), ms));
 }
 
 /** Runs `work` while a child process decodes `photos` back to back; the child's rate over that time. */
