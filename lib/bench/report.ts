@@ -39,9 +39,20 @@ export interface BenchResult {
     peakRssMiB: number;
   }[];
   readonly store: Record<string, unknown>[];
-  readonly recall: Record<string, unknown>;
+  readonly recall: RecallResult;
   readonly localQuery: Record<string, unknown>[];
   readonly peakRssMiB: Record<string, number>;
+}
+
+/** Recall@10 against exact search on real embeddings (stages.recall). */
+export interface RecallResult {
+  readonly images: number;
+  readonly queries: number;
+  /** PGlite binary candidates by oversampling factor ('x6 (default)'): candidates, recall@10, p50. */
+  readonly pgliteBinary: Record<string, { candidates: number; recallAt10: number; p50Ms: number }>;
+  /** PostgreSQL HNSW recall@10 by ef_search ('ef40'), or why it was not measured. */
+  readonly hnswRecallAt10?: Record<string, number>;
+  readonly hnsw?: string;
 }
 
 const fmt = (value: unknown): string => {
@@ -165,7 +176,12 @@ export function toMarkdown(result: BenchResult): string {
         ];
       }),
     ),
-    `**Recall@10 against exact search** (real mobilenetv2-int8 embeddings of the labelled set: PGlite binary candidates, PostgreSQL HNSW): ${fmt(result.recall)}`,
+    `**Recall@10 against exact search** (real mobilenetv2-int8 embeddings: ${result.recall.images} images, ${result.recall.queries} photos as queries, each excluding itself). PGlite, binary candidates re-ranked exactly:`,
+    markdownTable(
+      ['oversampling', 'candidates for top-10', 'recall@10', 'p50 ms'],
+      Object.entries(result.recall.pgliteBinary).map(([name, r]) => [name, r.candidates, r.recallAt10, r.p50Ms]),
+    ),
+    `PostgreSQL HNSW by ef_search: ${fmt(result.recall.hnswRecallAt10 ?? result.recall.hnsw)}`,
     '**Local query end to end** (decode + embed one photo + top-10 in PGlite over 10k vectors with the strategy the store picks for that size; ms p50 / p95 / p99)',
     markdownTable(
       ['model', 'dimension', 'strategy', 'decode + embed', 'search', 'end to end'],

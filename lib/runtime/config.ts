@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import envPaths from 'env-paths';
 import { z } from 'zod';
-import { BINARY_MIN_ROWS } from '../adapters/store/pg-vector-store';
+import { BINARY_MIN_ROWS, BINARY_OVERSAMPLING } from '../adapters/store/pg-vector-store';
 import { ConfigError } from '../core/errors';
 import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
 
@@ -35,6 +35,7 @@ const envSchema = z.object({
   OMPF_INDEX_WORKERS: integer(0, 64).optional(),
   OMPF_HNSW_MIN_ROWS: integer(1, 1_000_000_000).default(10_000),
   OMPF_BINARY_MIN_ROWS: integer(1, 1_000_000_000).default(BINARY_MIN_ROWS),
+  OMPF_BINARY_OVERSAMPLING: integer(1, 100).default(BINARY_OVERSAMPLING),
   OMPF_FLIP: z.enum(['0', '1']).default('0'),
   OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
   OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
@@ -67,6 +68,8 @@ export interface Config {
   readonly hnswMinRows: number;
   /** PGlite: binary candidates + exact re-ranking from this many images on. */
   readonly binaryMinRows: number;
+  /** PGlite binary search: Hamming candidates re-ranked per requested result (at least 64). */
+  readonly binaryOversampling: number;
   readonly indexBuildMemory: string;
   /** Embedding transform (part of the stored model id; changing it means re-indexing). */
   readonly flip: boolean;
@@ -123,6 +126,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     indexWorkers: e.OMPF_INDEX_WORKERS ?? defaultIndexWorkers(),
     hnswMinRows: e.OMPF_HNSW_MIN_ROWS,
     binaryMinRows: e.OMPF_BINARY_MIN_ROWS,
+    binaryOversampling: e.OMPF_BINARY_OVERSAMPLING,
     indexBuildMemory: e.OMPF_INDEX_BUILD_MEMORY,
     flip: e.OMPF_FLIP === '1',
     power: e.OMPF_POWER,

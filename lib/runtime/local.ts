@@ -117,6 +117,7 @@ export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
     dimension: spec.dimension,
     hnswMinRows: config.hnswMinRows,
     binaryMinRows: config.binaryMinRows,
+    binaryOversampling: config.binaryOversampling,
     indexBuildMemory: config.indexBuildMemory,
     dba: config.dba,
   };

@@ -146,7 +146,12 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
           withEmbeddingMs: { p50: 60, p95: 70, p99: 80 },
         },
       ],
-      recall: { skipped: 'none' },
+      recall: {
+        images: 100,
+        queries: 20,
+        pgliteBinary: { 'x6 (default)': { candidates: 64, recallAt10: 0.99, p50Ms: 3.5 } },
+        hnsw: 'no PostgreSQL configured',
+      },
       localQuery: [
         {
           model: 'm',
@@ -172,5 +177,8 @@ describe('benchmark building blocks (speed is measured by `npm run bench`, never
     );
     expect(markdown).toContain('| in process, 2 threads | one decode stream | 12 | 0.5 | 0.8 | 120 |');
     expect(markdown).toContain('| none | one decode stream | - | - | - | 300 |');
+    expect(markdown).toContain('100 images, 20 photos as queries');
+    expect(markdown).toContain('| x6 (default) | 64 | 0.99 | 3.5 |');
+    expect(markdown).toContain('PostgreSQL HNSW by ef_search: no PostgreSQL configured');
   });
 });

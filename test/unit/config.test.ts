@@ -1,3 +1,4 @@
+import { binaryCandidates } from '../../lib/adapters/store/pg-vector-store';
 import { ConfigError } from '../../lib/core/errors';
 import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { loadConfig } from '../../lib/runtime/config';
@@ -14,6 +15,8 @@ describe('configuration is validated once, every bad value reported together', (
     ['OMPF_DBA', '11'],
     ['OMPF_DBA', '-1'],
     ['OMPF_DBA', '2.5'],
+    ['OMPF_BINARY_OVERSAMPLING', '0'],
+    ['OMPF_BINARY_OVERSAMPLING', '101'],
   ])('refuses %s=%s', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(name));
@@ -36,5 +39,16 @@ describe('configuration is validated once, every bad value reported together', (
       'mobilenetv2-int8+flip+dba5',
     );
     expect(storeOptions(spec, loadConfig({}))).toMatchObject({ modelId: 'mobilenetv2-int8+dba3', dba: 3 });
+  });
+
+  it('passes the binary oversampling to the store: 6 per result by default, at least 64 candidates', () => {
+    const spec = resolveModelSpec('mobilenetv2-int8');
+    expect(storeOptions(spec, loadConfig({})).binaryOversampling).toBe(6);
+    const options = storeOptions(spec, loadConfig({ OMPF_BINARY_OVERSAMPLING: '10' }));
+    expect(options.binaryOversampling).toBe(10);
+    expect(binaryCandidates(10)).toBe(64);
+    expect(binaryCandidates(20)).toBe(120);
+    expect(binaryCandidates(10, options.binaryOversampling)).toBe(100);
+    expect(binaryCandidates(1, 100)).toBe(100);
   });
 });
