@@ -179,7 +179,12 @@ export function toMarkdown(result: BenchResult): string {
     `**Recall@10 against exact search** (real mobilenetv2-int8 embeddings: ${result.recall.images} images, ${result.recall.queries} photos as queries, each excluding itself). PGlite, binary candidates re-ranked exactly:`,
     markdownTable(
       ['oversampling', 'candidates for top-10', 'recall@10', 'p50 ms'],
-      Object.entries(result.recall.pgliteBinary).map(([name, r]) => [name, r.candidates, r.recallAt10, r.p50Ms]),
+      Object.entries(result.recall.pgliteBinary).map(([name, r]) => [
+        name,
+        r.candidates,
+        r.recallAt10,
+        r.p50Ms,
+      ]),
     ),
     `PostgreSQL HNSW by ef_search: ${fmt(result.recall.hnswRecallAt10 ?? result.recall.hnsw)}`,
     '**Local query end to end** (decode + embed one photo + top-10 in PGlite over 10k vectors with the strategy the store picks for that size; ms p50 / p95 / p99)',
