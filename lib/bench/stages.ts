@@ -487,8 +487,9 @@ export async function storeAtScale(settings: BenchSettings) {
 export async function recall(settings: BenchSettings) {
   const gallery = await scanGallery(join(settings.datasetDir, 'caltech101-animals-dev'), 1e9);
   const records = await realEmbeddings(settings, gallery.items, !settings.quick);
-  // Every fifth photo (originals only) queries, excluding itself.
-  const queries = records.filter((r) => !r.key.includes('#')).filter((_, i) => i % 5 === 0);
+  // Every fifth photo (not its edited copies) queries, excluding itself.
+  const photoKeys = new Set(gallery.items.map((item) => item.key));
+  const queries = records.filter((r) => photoKeys.has(r.key)).filter((_, i) => i % 5 === 0);
   const searchAll = async (store: PgVectorStore, efSearch?: number) => {
     const results: Neighbour[][] = [];
     const ms: number[] = [];
