@@ -5,6 +5,7 @@ import { DependencyUnavailableError, InvalidInputError, ModelMismatchError } fro
 import type { ImageRecord } from '../../lib/core/ports';
 import { databaseAugment } from '../../lib/core/retrieval';
 import { l2Normalise } from '../../lib/core/vectors';
+import { clusteredVectors } from '../../lib/bench/measure';
 import { TEST_DATABASE_URL } from '../helpers/shared';
 
 /**
@@ -749,6 +750,26 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
     expect(learned.distance).toBeLessThan(1e-3);
     const top = await store.nearest({ vector: direction(4), limit: 5, metric: 'cosine' });
     expect(top.map((h) => h.key)).toEqual([key(200), key(210), key(220), key(230), key(240)]);
+    await client.close();
+  });
+
+  it('re-ranks as many Hamming candidates as binaryOversampling asks for (at least 64)', async () => {
+    // Prepare: 300 seeded random 64-d vectors, exact top-50 taken before the switch to binary.
+    const client = await PgliteSqlClient.open(undefined);
+    const wide = { ...options, dimension: 64, binaryMinRows: 200 };
+    const store = await PgVectorStore.recreate(client, wide);
+    const vectors = clusteredVectors(64, 300, 11)(301, 5);
+    await store.upsertMany(vectors.slice(0, 300).map((v, i) => record(key(i), v)));
+    const query = { vector: vectors[300]!, limit: 50, metric: 'cosine' as const };
+    const exact = (await store.nearest(query)).map((h) => h.key);
+    expect(await store.optimise()).toBe('binary');
+    // Act: the default (6 x 50 = 300 candidates: every row) and 1 x (64 candidates for 50 results).
+    const everyRow = await store.nearest(query);
+    const fewest = await (await PgVectorStore.open(client, { ...wide, binaryOversampling: 1 })).nearest(query);
+    // Assess: re-ranking every row is exact; 64 Hamming candidates of 300 random vectors miss some.
+    expect(everyRow.map((h) => h.key)).toEqual(exact);
+    expect(fewest).toHaveLength(50);
+    expect(fewest.filter((h) => exact.includes(h.key)).length).toBeLessThan(50);
     await client.close();
   });
 
