@@ -765,7 +765,9 @@ describe('binary candidates with exact re-ranking (PGlite, large stores)', () =>
     expect(await store.optimise()).toBe('binary');
     // Act: the default (6 x 50 = 300 candidates: every row) and 1 x (64 candidates for 50 results).
     const everyRow = await store.nearest(query);
-    const fewest = await (await PgVectorStore.open(client, { ...wide, binaryOversampling: 1 })).nearest(query);
+    const fewest = await (
+      await PgVectorStore.open(client, { ...wide, binaryOversampling: 1 })
+    ).nearest(query);
     // Assess: re-ranking every row is exact; 64 Hamming candidates of 300 random vectors miss some.
     expect(everyRow.map((h) => h.key)).toEqual(exact);
     expect(fewest).toHaveLength(50);
