@@ -45,7 +45,12 @@ export const RESNET50_LAYERS: ModelSpec = {
   id: 'resnet50-layers',
   description: 'ResNet50 architecture with constant weights (benchmark only)',
   file: 'light_resnet50.onnx',
-  sha256: '05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4',
+  accepted: [
+    {
+      sha256: '05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4',
+      origin: 'light_resnet50.onnx from the ONNX project test data (../shared/models)',
+    },
+  ],
   urls: [],
   dimension: 2048,
   preprocess: IMAGENET_PREPROCESS,

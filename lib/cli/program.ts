@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { scanGallery } from '../adapters/fs/fs-gallery';
+import { pullModel } from '../adapters/models/model-download';
 import {
   installedModels,
-  pullModel,
-  readVerifiedModel,
+  modelDownloadUrls,
   resolveModelSpec,
+  verifyModelFile,
 } from '../adapters/models/model-registry';
 import { InvalidInputError, NotFoundError } from '../core/errors';
 import { EVAL_CONFIGS, findEvalConfigs } from '../core/evaluation';
@@ -431,41 +432,57 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
     );
   models
     .command('pull')
-    .description('Download a model into OMPF_MODELS_DIR and verify its SHA-256.')
+    .description(
+      'Download a model into OMPF_MODELS_DIR (from OMPF_MODEL_BASE_URL for built-in models) and install it only if its size and SHA-256 match.',
+    )
     .argument('<name>', 'built-in model name or spec .json')
     .action(
       run(async (name: string) => {
         const cfg = config();
         const spec = resolveModelSpec(name);
-        const bar = progressBar(`downloading ${spec.id}`, !json());
-        const result = await pullModel(spec, cfg.modelsDir, {
-          start: (total) => bar.start(Math.round((total ?? spec.sizeBytes ?? 0) / 1e6)),
-          advance: (() => {
-            let received = 0;
-            return (bytes: number) => bar.update(Math.round((received += bytes) / 1e6));
-          })(),
-          stop: () => bar.stop(),
-        });
-        if (json()) printJson({ model: spec.id, ...result, sha256: spec.sha256 });
+        const bar = progressBar(`downloading ${spec.id} (MB)`, !json());
+        let received = 0;
+        const result = await pullModel(
+          spec,
+          cfg.modelsDir,
+          {
+            start: (total) => {
+              received = 0;
+              bar.start(Math.round((total ?? 0) / 1e6));
+            },
+            advance: (bytes) => bar.update(Math.round((received += bytes) / 1e6)),
+            stop: () => bar.stop(),
+          },
+          { baseUrl: cfg.modelBaseUrl },
+        );
+        if (json()) printJson({ model: spec.id, ...result });
         else
           say(
             result.alreadyPresent
               ? `${spec.id} is already installed and verified: ${result.path}`
-              : `Installed ${spec.id}: ${result.path} (sha256 verified)`,
+              : `Installed ${spec.id}: ${result.path} (sha256 ${result.sha256} verified)`,
           );
       }),
     );
   models
     .command('verify')
-    .description('Check that a model file is present and has the pinned SHA-256.')
+    .description('Check that a model file is present and is exactly one of the files the model accepts.')
     .argument('[name]', 'model (default: the configured one)')
     .action(
       run(async (name: string | undefined) => {
         const cfg = config();
         const spec = resolveModelSpec(name ?? cfg.model);
-        readVerifiedModel(spec, cfg.modelsDir);
-        if (json()) printJson({ model: spec.id, verified: true });
-        else say(`${spec.id}: OK (sha256 ${spec.sha256})`);
+        const verified = verifyModelFile(spec, cfg.modelsDir, modelDownloadUrls(spec, cfg.modelBaseUrl)[0]);
+        if (json()) {
+          printJson({
+            model: spec.id,
+            verified: true,
+            path: verified.path,
+            sha256: verified.file.sha256,
+            origin: verified.file.origin,
+          });
+        } else
+          say(`${spec.id}: OK, ${verified.path} is ${verified.file.origin} (sha256 ${verified.file.sha256})`);
         await Promise.resolve();
       }),
     );

@@ -12,15 +12,31 @@ export interface PreprocessSpec {
   readonly std: readonly [number, number, number];
 }
 
+/** One exact file (bytes and checksum) that is accepted as a model. */
+export interface AcceptedModelFile {
+  readonly sha256: string;
+  readonly sizeBytes?: number;
+  /** Where this copy comes from, in words a user can check (shown by `ompf models verify`). */
+  readonly origin: string;
+}
+
 export interface ModelSpec {
   /** Stable id stored with every embedding. Two different ids are never compared. */
   readonly id: string;
   readonly description: string;
   /** File name inside the models directory, or an absolute path (custom specs). */
   readonly file: string;
-  readonly sha256: string;
-  readonly sizeBytes?: number;
-  /** Download locations, tried in order by `ompf models pull`. */
+  /**
+   * The files accepted as this model, and nothing else: first the file its download source serves
+   * (what `ompf models pull` installs), then known earlier copies that carry the same weights.
+   */
+  readonly accepted: readonly [AcceptedModelFile, ...AcceptedModelFile[]];
+  /**
+   * Built-in models: the file's path under the model download base (OMPF_MODEL_BASE_URL, by default
+   * the Hugging Face organisation `onnxmodelzoo`), pinned to an immutable revision.
+   */
+  readonly downloadPath?: string;
+  /** Absolute download locations (custom specs), tried after the one under the download base. */
   readonly urls: readonly string[];
   /** Graph input name; the first graph input when absent. */
   readonly inputName?: string;

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { AssetHashType, DockerImage } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
+import { modelDownloadUrls, verifyModelFile } from '../adapters/models/model-registry';
+import { ModelFileError } from '../core/errors';
 import type { ModelSpec } from '../core/model-spec';
 
 /** The repository root (cdk runs the app from it; tests may not). */
@@ -70,9 +72,10 @@ export function nativeLayer(
 }
 
 /**
- * The model file as a layer (/opt/models/<file>), copied from the models directory only after its
- * SHA-256 matches the spec; the functions verify it again at cold start. Hashed by the model's
- * checksum: the layer changes exactly when the model does.
+ * The model file as a layer (/opt/models/<file>), copied from the models directory only when it is
+ * exactly one of the files the spec accepts (size and SHA-256, as every load checks); the functions
+ * verify it again at cold start. Hashed by the file's own checksum: the layer changes exactly when
+ * the model file does.
  */
 export function modelLayer(
   scope: Construct,
@@ -80,33 +83,38 @@ export function modelLayer(
   spec: ModelSpec,
   modelsDir: string,
 ): lambda.LayerVersion {
+  const verified = verifiedModelOrProblem(spec, modelsDir);
+  const sha256 = verified instanceof Error ? spec.accepted[0].sha256 : verified.file.sha256;
   return new lambda.LayerVersion(scope, id, {
-    description: `ompf model ${spec.id} (${spec.file}, sha256 ${spec.sha256})`,
+    description: `ompf model ${spec.id} (${spec.file}, sha256 ${sha256})`,
     code: lambda.Code.fromAsset(join(REPO_ROOT, 'layers'), {
       assetHashType: AssetHashType.CUSTOM,
-      assetHash: `model-${spec.sha256}`,
+      assetHash: `model-${sha256}`,
       bundling: {
         image: NO_DOCKER,
         local: {
           tryBundle(outputDir) {
-            const source = join(modelsDir, spec.file);
-            if (!existsSync(source)) {
+            // Refused here, at bundling, so `cdk synth` of another stage is not blocked by this one.
+            if (verified instanceof Error) {
               throw new Error(
-                `Model '${spec.id}' is not at ${source}. Run \`npx ompf models pull ${spec.id}\` (or set -c modelsDir=DIR), then deploy again.`,
-              );
-            }
-            const actual = createHash('sha256').update(readFileSync(source)).digest('hex');
-            if (actual !== spec.sha256) {
-              throw new Error(
-                `${source} has SHA-256 ${actual}, expected ${spec.sha256}: refusing to deploy it.`,
+                `${verified.message} ${verified.hint ?? ''} Then deploy again (or set -c modelsDir=DIR).`,
               );
             }
             mkdirSync(join(outputDir, 'models'), { recursive: true });
-            copyFileSync(source, join(outputDir, 'models', spec.file));
+            copyFileSync(verified.path, join(outputDir, 'models', spec.file));
             return true;
           },
         },
       },
     }),
   });
+}
+
+function verifiedModelOrProblem(spec: ModelSpec, modelsDir: string) {
+  try {
+    return verifyModelFile(spec, modelsDir, modelDownloadUrls(spec)[0]);
+  } catch (error) {
+    if (error instanceof ModelFileError) return error;
+    throw error;
+  }
 }

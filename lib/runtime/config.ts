@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import envPaths from 'env-paths';
 import { z } from 'zod';
+import { DEFAULT_MODEL_BASE_URL } from '../adapters/models/model-registry';
 import { BINARY_MIN_ROWS, BINARY_OVERSAMPLING } from '../adapters/store/pg-vector-store';
 import { ConfigError } from '../core/errors';
 import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
@@ -20,6 +21,10 @@ export const integer = (min: number, max: number) =>
 const envSchema = z.object({
   OMPF_MODELS_DIR: z.string().min(1).default(join(paths.cache, 'models')),
   OMPF_MODEL: z.string().min(1).default('resnet50'),
+  OMPF_MODEL_BASE_URL: z
+    .string()
+    .regex(/^https?:\/\/[^/\s]+/, 'must be an http:// or https:// URL')
+    .default(DEFAULT_MODEL_BASE_URL),
   OMPF_DATA_DIR: z.string().min(1).default(join(paths.data, 'store')),
   OMPF_GALLERY_DIR: z.string().min(1).default(join(paths.data, 'gallery')),
   PORT: integer(0, 65_535).default(3000),
@@ -49,6 +54,8 @@ const envSchema = z.object({
 export interface Config {
   readonly modelsDir: string;
   readonly model: string;
+  /** Where built-in models download from: `<base>/<repo>/resolve/<revision>/<file>`. */
+  readonly modelBaseUrl: string;
   readonly dataDir: string;
   /** The local server's gallery folder: watched, indexed, and where uploads are written. */
   readonly galleryDir: string;
@@ -114,6 +121,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const config: Config = {
     modelsDir: e.OMPF_MODELS_DIR,
     model: e.OMPF_MODEL,
+    modelBaseUrl: e.OMPF_MODEL_BASE_URL,
     dataDir: e.OMPF_DATA_DIR,
     galleryDir: e.OMPF_GALLERY_DIR,
     port: e.PORT,

@@ -58,7 +58,7 @@ export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmb
     embedders,
     `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`,
     () =>
-      OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir), {
+      OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
         threads: config.threads,
         batchSize: config.batchSize,
       }),
@@ -77,7 +77,7 @@ export function localEmbedder(spec: ModelSpec, config: Config): Promise<Embedder
     `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}\u0000${config.indexWorkers}`,
     async () =>
       new PooledOnnxEmbedder(await sharedEmbedder(spec, config), () =>
-        OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir), {
+        OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
           workers: config.indexWorkers,
           threadsPerWorker: threadsPerIndexWorker(config.indexWorkers),
           batchSize: config.batchSize,

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { modelPath, pullModel, resolveModelSpec, type PullProgress } from '../adapters/models/model-registry';
+import { pullModel, type PullProgress } from '../adapters/models/model-download';
+import { modelPath, resolveModelSpec } from '../adapters/models/model-registry';
 import type { ModelSpec } from '../core/model-spec';
 import type { Config } from '../runtime/config';
 import { openLocalEngine, type LocalEngine } from '../runtime/local';
@@ -41,7 +42,7 @@ export function maxRequestBytes(maxImageBytes: number): number {
 export async function startLocalServer(config: Config, options: ServeOptions = {}): Promise<LocalServer> {
   const log = options.log ?? (() => undefined);
   const spec = resolveModelSpec(config.model);
-  await ensureModel(spec, config.modelsDir, log, options.progress ?? logProgress(log), options.fetchImpl);
+  await ensureModel(spec, config, log, options.progress ?? logProgress(log), options.fetchImpl);
   const files = await GalleryFiles.open(config.galleryDir, config.maxImageBytes);
   const engine = await openLocalEngine(config);
   let queue: IndexQueue | undefined;
@@ -93,16 +94,20 @@ export async function startLocalServer(config: Config, options: ServeOptions = {
  */
 export async function ensureModel(
   spec: ModelSpec,
-  modelsDir: string,
+  config: Pick<Config, 'modelsDir' | 'modelBaseUrl'>,
   log: (line: string) => void,
   progress: PullProgress,
   fetchImpl?: typeof fetch,
 ): Promise<void> {
-  const path = modelPath(spec, modelsDir);
+  const path = modelPath(spec, config.modelsDir);
   if (existsSync(path)) return;
-  const size = spec.sizeBytes ? ` (${(spec.sizeBytes / 1e6).toFixed(0)} MB)` : '';
+  const bytes = spec.accepted[0].sizeBytes;
+  const size = bytes ? ` (${(bytes / 1e6).toFixed(0)} MB)` : '';
   log(`Model '${spec.id}' is not installed at ${path}; downloading it${size}, SHA-256 verified.`);
-  await pullModel(spec, modelsDir, progress, fetchImpl);
+  await pullModel(spec, config.modelsDir, progress, {
+    baseUrl: config.modelBaseUrl,
+    ...(fetchImpl ? { fetchImpl } : {}),
+  });
   log(`Installed model '${spec.id}'.`);
 }
 

@@ -1,8 +1,14 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
-import { Match } from 'aws-cdk-lib/assertions';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { buildOmpfApp } from '../../lib/infra/app';
 import { IMAGE_SUFFIXES } from '../../lib/infra/ompf-stack';
+import { modelLayer } from '../../lib/infra/packaging';
+import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
+import { MODELS_DIR } from '../helpers/shared';
 import { loadAwsConfig } from '../../lib/runtime/aws';
 import { CDK_JSON, synthStage } from './app-fixture';
 
@@ -354,5 +360,40 @@ describe('stage settings and cdk-nag', () => {
     new s3.Bucket(new Stack(app, 'Careless'), 'Leaky');
     // Act + Assess
     expect(() => app.synth()).toThrow(/Careless\/Leaky[\s\S]*AwsSolutions-S1[\s\S]*AwsSolutions-S10/);
+  });
+});
+
+describe('model layer', () => {
+  const spec = resolveModelSpec('mobilenetv2-int8');
+  const layer = (modelsDir: string) =>
+    modelLayer(new Stack(new App(), 'ModelOnly'), 'Model', spec, modelsDir);
+
+  it('refuses a model file that is none of the accepted files, saying what to do', () => {
+    // Prepare: the shared copy with one byte changed (same size, so only the checksum can tell).
+    const dir = mkdtempSync(join(tmpdir(), 'ompf-layer-'));
+    const bytes = readFileSync(join(MODELS_DIR, spec.file));
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
+    writeFileSync(join(dir, spec.file), bytes);
+    // Act / Assess
+    expect(() => layer(dir)).toThrow(
+      /has SHA-256 [0-9a-f]{64}, expected cc028fe6\S+, 3655033 bytes or 83530ad8\S+, 3655640 bytes.*ompf models pull mobilenetv2-int8.*deploy again/s,
+    );
+  });
+
+  it('refuses a missing model file, naming the pinned download', () => {
+    expect(() => layer(mkdtempSync(join(tmpdir(), 'ompf-layer-')))).toThrow(
+      /is not installed.*ompf models pull mobilenetv2-int8.*https:\/\/huggingface\.co\/onnxmodelzoo\/mobilenetv2-12-int8\/resolve\/main\/mobilenetv2-12-int8\.onnx/s,
+    );
+  });
+
+  it('packages an accepted copy under its own checksum', () => {
+    const construct = layer(MODELS_DIR);
+    const template = Template.fromStack(Stack.of(construct)).toJSON() as { Resources: Resources };
+    const [resource] = Object.values(template.Resources).filter(
+      (r) => r.Type === 'AWS::Lambda::LayerVersion',
+    );
+    expect(resource!.Properties.Description).toBe(
+      'ompf model mobilenetv2-int8 (mobilenetv2-12-int8.onnx, sha256 83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f)',
+    );
   });
 });

@@ -133,7 +133,10 @@ describe('local server: model setup', () => {
     expect(error).toBeInstanceOf(ModelFileError);
     expect(error.message).toContain("Could not download model 'resnet50'");
     expect(error.hint).toContain(join(modelsDir, 'resnet50-v1-12.onnx'));
-    expect(error.hint).toContain('ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6');
+    expect(error.hint).toContain('3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526');
+    expect(error.hint).toContain(
+      'https://huggingface.co/onnxmodelzoo/resnet50-v1-12/resolve/1f95315d8bd3b3ca2ceabe54d274e0cdf5a83bbe/resnet50-v1-12.onnx',
+    );
     expect(error.hint).toContain('mobilenetv2-int8');
     expect(existsSync(work.data)).toBe(false);
   });
@@ -151,7 +154,7 @@ describe('local server: model setup', () => {
     // Act
     await ensureModel(
       resolveModelSpec('mobilenetv2-int8'),
-      modelsDir,
+      { modelsDir, modelBaseUrl: 'http://127.0.0.1:9' },
       (line) => lines.push(line),
       { start: () => undefined, advance: (n) => progress.push(n), stop: () => undefined },
       served,
@@ -170,7 +173,7 @@ describe('local server: model setup', () => {
     // Act
     const act = ensureModel(
       resolveModelSpec('mobilenetv2-int8'),
-      modelsDir,
+      { modelsDir, modelBaseUrl: 'http://127.0.0.1:9' },
       () => undefined,
       quiet,
       tampered,

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { SharpImagePreprocessor } from '../../lib/adapters/image/sharp-preprocessor';
 import {
   BUILTIN_MODELS,
-  pullModel,
   readVerifiedModel,
   resolveModelSpec,
+  verifyModelFile,
 } from '../../lib/adapters/models/model-registry';
 import { exposeFeatureTensor } from '../../lib/adapters/onnx/onnx-graph';
 import { OnnxEmbedder } from '../../lib/adapters/onnx/onnx-embedder';
@@ -161,17 +161,51 @@ describe('OnnxEmbedder', () => {
 });
 
 describe('model registry', () => {
-  it('knows resnet50 (the default), resnet50-int8 and mobilenetv2-int8 with pinned checksums', () => {
+  it('pins each built-in model to the file its live source serves, then known earlier copies', () => {
+    // Checked on 2026-12-01 against the ONNX Model Zoo manifest and LFS pointers and the Hugging Face
+    // copies (see model-registry.ts); a change here must be checked against the source again.
     expect(resolveModelSpec('resnet50')).toMatchObject({
       dimension: 2048,
       file: 'resnet50-v1-12.onnx',
-      sha256: 'ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6',
+      downloadPath: 'resnet50-v1-12/resolve/1f95315d8bd3b3ca2ceabe54d274e0cdf5a83bbe/resnet50-v1-12.onnx',
+      accepted: [
+        {
+          sha256: '3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526',
+          sizeBytes: 102_576_593,
+        },
+        {
+          sha256: 'ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6',
+          sizeBytes: 102_576_419,
+        },
+      ],
     });
     expect(resolveModelSpec('resnet50-int8')).toMatchObject({
       dimension: 2048,
-      sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37',
+      file: 'resnet50-v1-12-int8.onnx',
+      downloadPath:
+        'resnet50-v1-12-int8/resolve/d843735a7f2c4a254931a633f6dc5758d52f06ee/resnet50-v1-12-int8.onnx',
+      accepted: [
+        { sha256: 'c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0', sizeBytes: 25_816_052 },
+        { sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37', sizeBytes: 25_815_878 },
+      ],
     });
-    expect(resolveModelSpec('mobilenetv2-int8')).toMatchObject({ dimension: 1280 });
+    expect(resolveModelSpec('mobilenetv2-int8')).toMatchObject({
+      dimension: 1280,
+      downloadPath: 'mobilenetv2-12-int8/resolve/main/mobilenetv2-12-int8.onnx',
+      accepted: [
+        { sha256: 'cc028fe6cae7bc11a4ff53cfc9b79c920e8be65ce33a904ec3e2a8f66d77f95f', sizeBytes: 3_655_033 },
+        {
+          sha256: '83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f',
+          sizeBytes: 3_655_640,
+          origin: expect.stringMatching(/re-save .* never served by the zoo/),
+        },
+      ],
+    });
+    // No dead GitHub LFS URL anywhere: every built-in downloads from the Hugging Face copy.
+    for (const spec of Object.values(BUILTIN_MODELS)) {
+      expect(spec.urls).toEqual([]);
+      expect(spec.accepted[0].origin).toMatch(/Hugging Face onnxmodelzoo/);
+    }
   });
 
   it('refuses an unknown model name, naming the ones it knows', () => {
@@ -191,7 +225,13 @@ describe('model registry', () => {
     expect(() => resolveModelSpec(path)).toThrow(/id: .*sha256: .*dimension: .*colour/s);
   });
 
-  it('refuses a model file with the wrong checksum, saying what to do', () => {
+  it('accepts the shared MobileNetV2 copy as what it is: the re-save, not the zoo file', () => {
+    const verified = verifyModelFile(mobilenet, MODELS_DIR);
+    expect(verified.file.sha256).toBe('83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f');
+    expect(verified.file.origin).toMatch(/re-save/);
+  });
+
+  it('refuses a model file with the wrong checksum, listing every accepted one', () => {
     // Prepare: a models dir whose mobilenet file has one byte changed.
     const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
     const bytes = readFileSync(join(MODELS_DIR, mobilenet.file));
@@ -200,55 +240,30 @@ describe('model registry', () => {
     // Act / Assess
     expect(() => readVerifiedModel(mobilenet, dir)).toThrow(ModelFileError);
     expect(() => readVerifiedModel(mobilenet, dir)).toThrow(
-      /expected 83530ad8.*corrupt, truncated or a different model/,
+      /expected cc028fe6\S+, 3655033 bytes or 83530ad8\S+, 3655640 bytes: it is corrupt, truncated or a different model/,
     );
   });
 
-  it('says how to pull or place a model that is missing', () => {
+  it('refuses a truncated model file by its size, before hashing it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
+    writeFileSync(
+      join(dir, mobilenet.file),
+      readFileSync(join(MODELS_DIR, mobilenet.file)).subarray(0, 4096),
+    );
+    expect(() => readVerifiedModel(mobilenet, dir)).toThrow(
+      /is 4096 bytes; 'mobilenetv2-int8' is 3655033 or 3655640 bytes: it is truncated or a different file/,
+    );
+  });
+
+  it('says how to pull or place a model that is missing, with the pinned Hugging Face URL', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
     const error = caught(() => readVerifiedModel(BUILTIN_MODELS.resnet50!, dir));
     expect(error).toBeInstanceOf(ModelFileError);
-    expect(error.hint).toMatch(
-      /ompf models pull resnet50.*Offline: Download https:\/\/.*resnet50-v1-12\.onnx.*sha256 ab65bdc0/,
+    expect(error.hint).toContain('Run `ompf models pull resnet50`. Offline: Download ');
+    expect(error.hint).toContain(
+      'https://huggingface.co/onnxmodelzoo/resnet50-v1-12/resolve/1f95315d8bd3b3ca2ceabe54d274e0cdf5a83bbe/resnet50-v1-12.onnx',
     );
-  });
-
-  describe('pull', () => {
-    const silent = { start: () => undefined, advance: () => undefined, stop: () => undefined };
-
-    it('offline, fails with a message that says how to place the file by hand', async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
-      const offline = (() =>
-        Promise.reject(new TypeError('fetch failed', { cause: { code: 'ENOTFOUND' } }))) as typeof fetch;
-      await expect(pullModel(BUILTIN_MODELS.resnet50!, dir, silent, offline)).rejects.toThrow(/ENOTFOUND/);
-      await expect(pullModel(BUILTIN_MODELS.resnet50!, dir, silent, offline)).rejects.toMatchObject({
-        hint: expect.stringMatching(/offline: Download .* to .*resnet50-v1-12\.onnx \(sha256 ab65/),
-      });
-    });
-
-    it('verifies the SHA-256 of what it downloads, installs a good file and refuses a bad one', async () => {
-      // Prepare: a "server" (the fetch edge) serving the real mobilenet bytes, then altered bytes.
-      const dir = mkdtempSync(join(tmpdir(), 'ompf-models-'));
-      const good = readFileSync(join(MODELS_DIR, mobilenet.file));
-      const serve = (body: Buffer) => (() => Promise.resolve(new Response(body))) as typeof fetch;
-      const progress = { start: jest.fn(), advance: jest.fn(), stop: jest.fn() };
-      // Act: a mirror serving a different file is refused and nothing is installed.
-      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.from('not the model')))).rejects.toThrow(
-        /expected 83530ad8/,
-      );
-      expect(() => readVerifiedModel(mobilenet, dir)).toThrow(/is not installed/);
-      // Act: the right file is installed and verified, with progress reported.
-      const result = await pullModel(mobilenet, dir, progress, serve(good));
-      // Assess
-      expect(result.alreadyPresent).toBe(false);
-      expect(readVerifiedModel(mobilenet, dir)).toHaveLength(good.length);
-      expect(progress.advance.mock.calls.reduce((sum: number, [n]: [number]) => sum + n, 0)).toBe(
-        good.length,
-      );
-      await expect(pullModel(mobilenet, dir, silent, serve(Buffer.alloc(0)))).resolves.toMatchObject({
-        alreadyPresent: true,
-      });
-    });
+    expect(error.hint).toContain('(sha256 3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526)');
   });
 
   it('resolves a relative model file against the spec file location', () => {

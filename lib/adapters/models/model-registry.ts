@@ -1,27 +1,39 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, ModelFileError } from '../../core/errors';
-import { IMAGENET_PREPROCESS, type ModelSpec } from '../../core/model-spec';
+import { IMAGENET_PREPROCESS, type AcceptedModelFile, type ModelSpec } from '../../core/model-spec';
 
-const ZOO = 'https://github.com/onnx/models/raw/main/validated/vision/classification';
-const HF = 'https://huggingface.co/onnxmodelzoo';
-
-/** Models ompf knows by name. Checksums pinned from the ONNX Model Zoo (see DESIGN.md). */
+/**
+ * Models ompf knows by name. Each names the exact files it accepts: the file its download source
+ * serves today, then earlier copies known to carry the same weights. Checked on 2026-12-01 against the
+ * ONNX Model Zoo (ONNX_HUB_MANIFEST.json and the LFS pointers at its last commit: its GitHub LFS
+ * downloads stopped on 2025-07-01 and the files live on in the Hugging Face organisation
+ * `onnxmodelzoo`) and against public projects that pin the Hugging Face copies.
+ */
 export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = {
   resnet50: {
     id: 'resnet50',
     description:
       'ResNet50 v1 (ONNX Model Zoo resnet50-v1-12), ImageNet-1k, 2048-d pooled features. The default.',
     file: 'resnet50-v1-12.onnx',
-    sha256: 'ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6',
-    sizeBytes: 102_576_419,
-    urls: [
-      `${ZOO}/resnet/model/resnet50-v1-12.onnx`,
-      `${HF}/resnet50-v1-12/resolve/main/resnet50-v1-12.onnx`,
+    accepted: [
+      {
+        sha256: '3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526',
+        sizeBytes: 102_576_593,
+        origin:
+          'the ONNX Model Zoo file since 2022-07-18, as Hugging Face onnxmodelzoo/resnet50-v1-12 serves it (revision 1f95315d)',
+      },
+      {
+        sha256: 'ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6',
+        sizeBytes: 102_576_419,
+        origin:
+          'the ONNX Model Zoo revision of 2022-06-30 (same weights, batch fixed at 1; no longer served)',
+      },
     ],
+    downloadPath: 'resnet50-v1-12/resolve/1f95315d8bd3b3ca2ceabe54d274e0cdf5a83bbe/resnet50-v1-12.onnx',
+    urls: [],
     dimension: 2048,
     preprocess: IMAGENET_PREPROCESS,
   },
@@ -30,12 +42,23 @@ export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = {
     description:
       'ResNet50 v1 int8 (ONNX Model Zoo resnet50-v1-12-int8), 2048-d; 4x smaller, 2.5-4x faster on CPUs with VNNI.',
     file: 'resnet50-v1-12-int8.onnx',
-    sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37',
-    sizeBytes: 25_815_878,
-    urls: [
-      `${ZOO}/resnet/model/resnet50-v1-12-int8.onnx`,
-      `${HF}/resnet50-v1-12-int8/resolve/main/resnet50-v1-12-int8.onnx`,
+    accepted: [
+      {
+        sha256: 'c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0',
+        sizeBytes: 25_816_052,
+        origin:
+          'the ONNX Model Zoo file since 2022-07-18, as Hugging Face onnxmodelzoo/resnet50-v1-12-int8 serves it (revision d843735a)',
+      },
+      {
+        sha256: 'd1a4461aeaa1c7a639a89c806b51f3ad8c228cae0039d3cefd6c6ba406dcec37',
+        sizeBytes: 25_815_878,
+        origin:
+          'the ONNX Model Zoo revision of 2022-06-30 (same weights, batch fixed at 1; no longer served)',
+      },
     ],
+    downloadPath:
+      'resnet50-v1-12-int8/resolve/d843735a7f2c4a254931a633f6dc5758d52f06ee/resnet50-v1-12-int8.onnx',
+    urls: [],
     dimension: 2048,
     preprocess: IMAGENET_PREPROCESS,
   },
@@ -43,13 +66,23 @@ export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = {
     id: 'mobilenetv2-int8',
     description: 'MobileNetV2 1.0 int8 (ONNX Model Zoo mobilenetv2-12-int8), 1280-d; fast, 3.7 MB.',
     file: 'mobilenetv2-12-int8.onnx',
-    sha256: '83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f',
-    sizeBytes: 3_655_640,
-    urls: [
-      `${ZOO}/mobilenet/model/mobilenetv2-12-int8.onnx`,
-      `${HF}/mobilenetv2-12-int8/resolve/main/mobilenetv2-12-int8.onnx`,
+    accepted: [
+      {
+        sha256: 'cc028fe6cae7bc11a4ff53cfc9b79c920e8be65ce33a904ec3e2a8f66d77f95f',
+        sizeBytes: 3_655_033,
+        origin: 'the ONNX Model Zoo file, as Hugging Face onnxmodelzoo/mobilenetv2-12-int8 serves it',
+      },
+      {
+        sha256: '83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f',
+        sizeBytes: 3_655_640,
+        origin:
+          "a re-save of the zoo's file found in another public repository (607 bytes larger; never served by the zoo; classifies ImageNet photos as MobileNetV2-int8 should)",
+      },
     ],
-    featureTensor: '464_quantized',
+    // No immutable revision of this repository could be checked here, so it follows `main`; the
+    // checksum still pins the bytes, and a changed file is refused.
+    downloadPath: 'mobilenetv2-12-int8/resolve/main/mobilenetv2-12-int8.onnx',
+    urls: [],
     dimension: 1280,
     preprocess: IMAGENET_PREPROCESS,
   },
@@ -112,7 +145,7 @@ export function resolveModelSpec(nameOrPath: string): ModelSpec {
     description: spec.description ?? `Custom model from ${specPath}`,
     // A relative file is relative to the spec file, so a spec and its model travel together.
     file: isAbsolute(spec.file) ? spec.file : join(dirname(specPath), spec.file),
-    sha256: spec.sha256,
+    accepted: [{ sha256: spec.sha256, origin: `the file named by ${specPath}` }],
     urls: spec.urls ?? [],
     ...(spec.inputName === undefined ? {} : { inputName: spec.inputName }),
     ...(spec.featureTensor === undefined ? {} : { featureTensor: spec.featureTensor }),
@@ -125,119 +158,86 @@ export function modelPath(spec: ModelSpec, modelsDir: string): string {
   return isAbsolute(spec.file) ? spec.file : join(modelsDir, spec.file);
 }
 
-function placeByHandHint(spec: ModelSpec, path: string): string {
-  const from =
-    spec.urls.length > 0
-      ? `Download ${spec.urls[0]} on a machine with network access and copy it`
-      : 'Copy the model file';
-  return `${from} to ${path} (sha256 ${spec.sha256}), or set OMPF_MODELS_DIR to the folder holding it, or pick another model with --model / OMPF_MODEL (for example mobilenetv2-int8).`;
+/** Where built-in models download from unless OMPF_MODEL_BASE_URL says otherwise. */
+export const DEFAULT_MODEL_BASE_URL = 'https://huggingface.co/onnxmodelzoo';
+
+/** The URLs `ompf models pull` tries, in order: the pinned file under the download base, then the spec's own. */
+export function modelDownloadUrls(spec: ModelSpec, baseUrl: string = DEFAULT_MODEL_BASE_URL): string[] {
+  const base = baseUrl.replace(/\/+$/, '');
+  return [...(spec.downloadPath ? [`${base}/${spec.downloadPath}`] : []), ...spec.urls];
 }
 
-/** Read the model file and verify its SHA-256. Refuses a missing or altered file. */
-export function readVerifiedModel(spec: ModelSpec, modelsDir: string): Uint8Array {
-  const path = modelPath(spec, modelsDir);
-  if (!existsSync(path)) {
-    throw new ModelFileError(`Model '${spec.id}' is not installed: ${path} does not exist.`, {
-      hint:
-        spec.urls.length > 0
-          ? `Run \`ompf models pull ${spec.id}\`. Offline: ${placeByHandHint(spec, path)}`
-          : placeByHandHint(spec, path),
-      context: { path },
-    });
-  }
-  const bytes = readFileSync(path);
-  const actual = createHash('sha256').update(bytes).digest('hex');
-  if (actual !== spec.sha256) {
-    throw new ModelFileError(
-      `Model file ${path} has SHA-256 ${actual}, expected ${spec.sha256}: it is corrupt, truncated or a different model.`,
-      {
-        hint: `Delete it and run \`ompf models pull ${spec.id}\` again.`,
-        context: { path, expected: spec.sha256, actual },
-      },
-    );
-  }
-  return bytes;
+/** The SHA-256 a user should expect: the file the download source serves. */
+export function expectedSha256(spec: ModelSpec): string {
+  return spec.accepted[0].sha256;
 }
 
-export async function fileSha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+function describeAccepted(spec: ModelSpec): string {
+  return spec.accepted
+    .map((file) => `${file.sha256}${file.sizeBytes === undefined ? '' : `, ${file.sizeBytes} bytes`}`)
+    .join(' or ');
 }
 
-export interface PullProgress {
-  start(totalBytes: number | undefined, url: string): void;
-  advance(bytes: number): void;
-  stop(): void;
+/** How to install the file without `ompf models pull`: used by every error that leaves no model. */
+export function placeByHandHint(spec: ModelSpec, path: string, url: string | undefined): string {
+  const from = url ? `Download ${url} on a machine with network access and copy it` : 'Copy the model file';
+  return `${from} to ${path} (sha256 ${expectedSha256(spec)}), or set OMPF_MODELS_DIR to the folder holding it, or pick another model with --model / OMPF_MODEL (for example mobilenetv2-int8).`;
+}
+
+export interface VerifiedModel {
+  readonly path: string;
+  readonly bytes: Uint8Array;
+  /** Which of the spec's accepted files this is. */
+  readonly file: AcceptedModelFile;
 }
 
 /**
- * Download a model into the models directory, verifying its SHA-256 before it replaces anything.
- * Tries each URL in turn. Returns the installed path.
+ * Read the model file and check that it is exactly one of the files the spec accepts (size first,
+ * then SHA-256). Refuses a missing, truncated or altered file, saying what to do.
  */
-export async function pullModel(
-  spec: ModelSpec,
-  modelsDir: string,
-  progress: PullProgress,
-  fetchImpl: typeof fetch = fetch,
-): Promise<{ path: string; alreadyPresent: boolean }> {
+export function verifyModelFile(spec: ModelSpec, modelsDir: string, downloadUrl?: string): VerifiedModel {
   const path = modelPath(spec, modelsDir);
-  if (existsSync(path) && (await fileSha256(path)) === spec.sha256) return { path, alreadyPresent: true };
-  if (spec.urls.length === 0) {
-    throw new ModelFileError(`Model '${spec.id}' has no download URL.`, {
-      hint: placeByHandHint(spec, path),
+  if (!existsSync(path)) {
+    throw new ModelFileError(`Model '${spec.id}' is not installed: ${path} does not exist.`, {
+      hint: downloadUrl
+        ? `Run \`ompf models pull ${spec.id}\`. Offline: ${placeByHandHint(spec, path, downloadUrl)}`
+        : placeByHandHint(spec, path, undefined),
+      context: { path },
     });
   }
-  mkdirSync(dirname(path), { recursive: true });
-  const partial = `${path}.partial`;
-  const failures: string[] = [];
-  for (const url of spec.urls) {
-    try {
-      const response = await fetchImpl(url, { redirect: 'follow', signal: AbortSignal.timeout(30 * 60_000) });
-      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
-      const total = Number(response.headers.get('content-length')) || spec.sizeBytes;
-      const hash = createHash('sha256');
-      const file = await open(partial, 'w');
-      progress.start(total, url);
-      try {
-        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-          hash.update(chunk);
-          await file.write(chunk);
-          progress.advance(chunk.byteLength);
-        }
-      } finally {
-        await file.close();
-        progress.stop();
-      }
-      const actual = hash.digest('hex');
-      if (actual !== spec.sha256) {
-        rmSync(partial, { force: true });
-        throw new ModelFileError(
-          `Downloaded file from ${url} has SHA-256 ${actual}, expected ${spec.sha256}.`,
-          {
-            hint: 'The mirror served a different file; it was not installed.',
-          },
-        );
-      }
-      renameSync(partial, path);
-      return { path, alreadyPresent: false };
-    } catch (error) {
-      rmSync(partial, { force: true });
-      failures.push(`${url}: ${describeFetchError(error)}`);
-    }
+  const size = statSync(path).size;
+  const sizes = spec.accepted.map((file) => file.sizeBytes);
+  if (sizes.every((expected) => expected !== undefined && expected !== size)) {
+    throw new ModelFileError(
+      `Model file ${path} is ${size} bytes; '${spec.id}' is ${sizes.join(' or ')} bytes: it is truncated or a different file.`,
+      {
+        hint: `Delete it and run \`ompf models pull ${spec.id}\` again.`,
+        context: { path, size, expected: sizes },
+      },
+    );
   }
-  throw new ModelFileError(`Could not download model '${spec.id}' (${failures.join('; ')}).`, {
-    hint: `If this machine is offline: ${placeByHandHint(spec, path)}`,
-    context: { path },
-  });
+  const bytes = readFileSync(path);
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  const file = spec.accepted.find((candidate) => candidate.sha256 === actual);
+  if (!file) {
+    throw new ModelFileError(
+      `Model file ${path} has SHA-256 ${actual}, expected ${describeAccepted(spec)}: it is corrupt, truncated or a different model.`,
+      {
+        hint: `Delete it and run \`ompf models pull ${spec.id}\` again.`,
+        context: { path, expected: spec.accepted.map((f) => f.sha256), actual },
+      },
+    );
+  }
+  return { path, bytes, file };
 }
 
-function describeFetchError(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    return cause?.code ?? cause?.message ?? error.message;
-  }
-  return String(error);
+/** The verified bytes of the model file (see verifyModelFile). */
+export function readVerifiedModel(
+  spec: ModelSpec,
+  modelsDir: string,
+  baseUrl: string = DEFAULT_MODEL_BASE_URL,
+): Uint8Array {
+  return verifyModelFile(spec, modelsDir, modelDownloadUrls(spec, baseUrl)[0]).bytes;
 }
 
 export function installedModels(
