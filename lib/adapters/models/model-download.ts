@@ -117,7 +117,8 @@ async function downloadTo(
   const encoded = (response.headers.get('content-encoding') ?? 'identity') !== 'identity';
   const declared = encoded ? undefined : Number(response.headers.get('content-length')) || undefined;
   const sizes = spec.accepted.map((file) => file.sizeBytes);
-  const largest = sizes.every((size) => size !== undefined) ? Math.max(...(sizes as number[])) : undefined;
+  const known = sizes.filter((size): size is number => size !== undefined);
+  const largest = known.length === sizes.length ? Math.max(...known) : undefined;
 
   const hash = createHash('sha256');
   const head: Uint8Array[] = [];
@@ -219,5 +220,5 @@ function describeFetchError(error: unknown): string {
   if (name === 'TimeoutError') return 'timed out';
   const code = cause?.code ?? ownCode;
   if (code) return NETWORK_ERRORS[code] ? `${code}: ${NETWORK_ERRORS[code]}` : code;
-  return cause?.message ?? message ?? String(error);
+  return cause?.message ?? message ?? 'unknown error';
 }
