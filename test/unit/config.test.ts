@@ -17,6 +17,8 @@ describe('configuration is validated once, every bad value reported together', (
     ['OMPF_DBA', '2.5'],
     ['OMPF_BINARY_OVERSAMPLING', '0'],
     ['OMPF_BINARY_OVERSAMPLING', '101'],
+    ['OMPF_MODEL_BASE_URL', 'huggingface.co/onnxmodelzoo'],
+    ['OMPF_MODEL_BASE_URL', 'ftp://mirror.example/models'],
   ])('refuses %s=%s', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(name));
@@ -27,6 +29,13 @@ describe('configuration is validated once, every bad value reported together', (
       loadConfig({ OMPF_MAX_PIXELS: 'NaN', OMPF_POWER: 'Infinity', OMPF_FLIP: 'yes', OMPF_MODEL: '' });
     expect(attempt).toThrow(/OMPF_MAX_PIXELS.*OMPF_FLIP.*OMPF_POWER|OMPF_MAX_PIXELS.*OMPF_POWER.*OMPF_FLIP/);
     expect(loadConfig({ OMPF_MODEL: '' }).model).toBe('resnet50');
+  });
+
+  it('downloads built-in models from the Hugging Face onnxmodelzoo organisation unless told otherwise', () => {
+    expect(loadConfig({}).modelBaseUrl).toBe('https://huggingface.co/onnxmodelzoo');
+    expect(loadConfig({ OMPF_MODEL_BASE_URL: 'http://mirror.lan:8080/zoo' }).modelBaseUrl).toBe(
+      'http://mirror.lan:8080/zoo',
+    );
   });
 
   it('turns database-side augmentation on by default (k=3), recorded in the stored model id', () => {
