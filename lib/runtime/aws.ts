@@ -16,7 +16,6 @@ import {
   type Provider,
 } from '../adapters/aws/lambda';
 import { queryUploads, S3Objects } from '../adapters/aws/s3-objects';
-import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { resolveModelSpec } from '../adapters/models/model-registry';
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { PostgresSqlClient, resilientPool, type SqlClient } from '../adapters/store/sql-client';
@@ -24,7 +23,7 @@ import { ConfigError } from '../core/errors';
 import { ObjectEventIndexer } from '../core/object-events';
 import { SearchService } from '../core/search';
 import { integer, loadConfig, type Config } from './config';
-import { productEmbedder, sharedEmbedder, storeOptions } from './local';
+import { productEmbedder, productPreprocessor, sharedEmbedder, storeOptions } from './product';
 
 /**
  * The composition root for AWS Lambda: the only place the cloud adapters are chosen. Configuration is
@@ -217,10 +216,7 @@ async function openModel(parts: AwsParts) {
   // The same transform as every runtime (flip / power by the embedder, DBA by the store: storeOptions),
   // so stored ids match across runtimes.
   const embedder = productEmbedder(await sharedEmbedder(spec, parts.config.base), spec, parts.config.base);
-  const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
-    maxBytes: parts.config.base.maxImageBytes,
-    maxPixels: parts.config.base.maxPixels,
-  });
+  const preprocessor = productPreprocessor(spec, parts.config.base);
   return { embedder, preprocessor };
 }
 

@@ -1,14 +1,19 @@
 import { threadsPerIndexWorker, type Config } from './config';
-import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
+import {
+  oncePerProcess,
+  productEmbedder,
+  productPreprocessor,
+  sharedEmbedder,
+  storeOptions,
+} from './product';
+import type { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { readVerifiedModel, resolveModelSpec } from '../adapters/models/model-registry';
-import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
 import { OnnxWorkerPool, PooledOnnxEmbedder } from '../adapters/onnx/onnx-worker-pool';
-import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
+import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../adapters/store/sql-client';
 import type { EvaluationDependencies } from '../core/evaluation-runner';
 import { IndexingService } from '../core/indexing';
 import type { Embedder } from '../core/ports';
-import { TransformingEmbedder, transformSuffix, type EmbeddingTransform } from '../core/retrieval';
 import type { ModelSpec } from '../core/model-spec';
 import { SearchService } from '../core/search';
 
@@ -34,36 +39,7 @@ export interface OpenOptions {
   readonly ephemeralStore?: boolean;
 }
 
-/** Created once per key per process; a failed creation is forgotten, so the next call tries again. */
-function oncePerProcess<T>(
-  cache: Map<string, Promise<T>>,
-  key: string,
-  create: () => Promise<T>,
-): Promise<T> {
-  let created = cache.get(key);
-  if (!created) {
-    created = Promise.resolve().then(create);
-    created.catch(() => cache.delete(key));
-    cache.set(key, created);
-  }
-  return created;
-}
-
-const embedders = new Map<string, Promise<OnnxEmbedder>>();
 const pooledEmbedders = new Map<string, Promise<Embedder>>();
-
-/** One onnxruntime session per model per process: creating one costs hundreds of milliseconds. */
-export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmbedder> {
-  return oncePerProcess(
-    embedders,
-    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`,
-    () =>
-      OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
-        threads: config.threads,
-        batchSize: config.batchSize,
-      }),
-  );
-}
 
 /**
  * The embedder of the CLI, the local server and `ompf eval`: single images on the shared in-process
@@ -93,36 +69,6 @@ export async function openSqlClient(config: Config, ephemeral = false): Promise<
     : PgliteSqlClient.open(config.dataDir);
 }
 
-/**
- * The transform every runtime applies: flip / power by the embedder, DBA by the store. One function,
- * so the CLI, the local server and the Lambdas record the same model id.
- */
-export function productTransform(config: Config): EmbeddingTransform {
-  return { flip: config.flip, power: config.power, dba: config.dba };
-}
-
-/** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
-export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
-  return new TransformingEmbedder(base, productTransform(config), spec.preprocess.cropSize);
-}
-
-/** The id stored with every vector: the model plus the transform that produced it ('+dba3' by default). */
-export function storedModelId(spec: ModelSpec, config: Config): string {
-  return `${spec.id}${transformSuffix(productTransform(config))}`;
-}
-
-export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
-  return {
-    modelId: storedModelId(spec, config),
-    dimension: spec.dimension,
-    hnswMinRows: config.hnswMinRows,
-    binaryMinRows: config.binaryMinRows,
-    binaryOversampling: config.binaryOversampling,
-    indexBuildMemory: config.indexBuildMemory,
-    dba: config.dba,
-  };
-}
-
 /** Open only the store (no model file needed): stats, remove, failures. */
 export async function openStore(config: Config, options: OpenOptions = {}): Promise<PgVectorStore> {
   const spec = resolveModelSpec(config.model);
@@ -143,10 +89,7 @@ export async function openEvaluation(config: Config): Promise<EvaluationDependen
   const embedder = await localEmbedder(spec, config);
   return {
     embedder,
-    preprocessor: new SharpImagePreprocessor(spec.preprocess, {
-      maxBytes: config.maxImageBytes,
-      maxPixels: config.maxPixels,
-    }),
+    preprocessor: productPreprocessor(spec, config),
     cropSize: spec.preprocess.cropSize,
     batchSize: config.batchSize,
     openStore: async (modelId, dimension, dba) =>
@@ -164,10 +107,7 @@ export async function openLocalEngine(config: Config, options: OpenOptions = {})
   // The model first: a missing or altered file fails before any store is created for it.
   const embedder = productEmbedder(await localEmbedder(spec, config), spec, config);
   const store = await openStore(config, options);
-  const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
-    maxBytes: config.maxImageBytes,
-    maxPixels: config.maxPixels,
-  });
+  const preprocessor = productPreprocessor(spec, config);
   return {
     config,
     spec,

@@ -311,7 +311,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const { PgliteSqlClient, PostgresSqlClient } = await import('../adapters/store/sql-client');
   const { PgVectorStore } = await import('../adapters/store/pg-vector-store');
   const { resolveModelSpec } = await import('../adapters/models/model-registry');
-  const { productEmbedder, sharedEmbedder, storeOptions } = await import('../runtime/local');
+  const { productEmbedder, sharedEmbedder, storeOptions } = await import('../runtime/product');
   const { SharpImagePreprocessor } = await import('../adapters/image/sharp-preprocessor');
 
   const rand = random(options.seed);

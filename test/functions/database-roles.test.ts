@@ -4,7 +4,7 @@ import { PostgresSqlClient, resilientPool, type SqlClient } from '../../lib/adap
 import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { DATABASE_ROLES } from '../../lib/infra/database-roles';
 import { closeAwsResources, loadAwsConfig } from '../../lib/runtime/aws';
-import { storeOptions } from '../../lib/runtime/local';
+import { storeOptions } from '../../lib/runtime/product';
 import { MODELS_DIR } from '../helpers/shared';
 import { engines, MIGRATE_CREATE_EVENT, requirePostgresInCi } from './fixtures';
 

@@ -2,7 +2,7 @@ import type { SqlClient } from '../../lib/adapters/store/sql-client';
 import { PgVectorStore } from '../../lib/adapters/store/pg-vector-store';
 import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { awsParts, closeAwsResources, indexImagesHandler, loadAwsConfig } from '../../lib/runtime/aws';
-import { storeOptions } from '../../lib/runtime/local';
+import { storeOptions } from '../../lib/runtime/product';
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { jpeg, png } from '../helpers/images';
 import {

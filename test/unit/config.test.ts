@@ -2,7 +2,7 @@ import { binaryCandidates } from '../../lib/adapters/store/pg-vector-store';
 import { ConfigError } from '../../lib/core/errors';
 import { resolveModelSpec } from '../../lib/adapters/models/model-registry';
 import { loadConfig } from '../../lib/runtime/config';
-import { storedModelId, storeOptions } from '../../lib/runtime/local';
+import { storedModelId, storeOptions } from '../../lib/runtime/product';
 
 describe('configuration is validated once, every bad value reported together', () => {
   it.each([

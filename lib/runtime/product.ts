@@ -1,0 +1,83 @@
+import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
+import { readVerifiedModel } from '../adapters/models/model-registry';
+import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
+import type { StoreOptions } from '../adapters/store/pg-vector-store';
+import type { ModelSpec } from '../core/model-spec';
+import type { Embedder } from '../core/ports';
+import { TransformingEmbedder, transformSuffix, type EmbeddingTransform } from '../core/retrieval';
+import type { Config } from './config';
+
+/**
+ * What every runtime builds the same way, so the CLI, the local server and the Lambdas embed, store and
+ * name vectors identically: the ONNX session (once per process), the configured embedding transform,
+ * the stored model id, the store options and the preprocessor. The composition roots (local.ts,
+ * aws.ts) both import this module and never each other.
+ */
+
+/** Created once per key per process; a failed creation is forgotten, so the next call tries again. */
+export function oncePerProcess<T>(
+  cache: Map<string, Promise<T>>,
+  key: string,
+  create: () => Promise<T>,
+): Promise<T> {
+  let created = cache.get(key);
+  if (!created) {
+    created = Promise.resolve().then(create);
+    created.catch(() => cache.delete(key));
+    cache.set(key, created);
+  }
+  return created;
+}
+
+const embedders = new Map<string, Promise<OnnxEmbedder>>();
+
+/** One onnxruntime session per model per process: creating one costs hundreds of milliseconds. */
+export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmbedder> {
+  return oncePerProcess(
+    embedders,
+    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`,
+    () =>
+      OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
+        threads: config.threads,
+        batchSize: config.batchSize,
+      }),
+  );
+}
+
+/**
+ * The transform every runtime applies: flip / power by the embedder, DBA by the store. One function,
+ * so the CLI, the local server and the Lambdas record the same model id.
+ */
+export function productTransform(config: Config): EmbeddingTransform {
+  return { flip: config.flip, power: config.power, dba: config.dba };
+}
+
+/** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
+export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
+  return new TransformingEmbedder(base, productTransform(config), spec.preprocess.cropSize);
+}
+
+/** The id stored with every vector: the model plus the transform that produced it ('+dba3' by default). */
+export function storedModelId(spec: ModelSpec, config: Config): string {
+  return `${spec.id}${transformSuffix(productTransform(config))}`;
+}
+
+export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
+  return {
+    modelId: storedModelId(spec, config),
+    dimension: spec.dimension,
+    hnswMinRows: config.hnswMinRows,
+    binaryMinRows: config.binaryMinRows,
+    binaryOversampling: config.binaryOversampling,
+    indexBuildMemory: config.indexBuildMemory,
+    dba: config.dba,
+  };
+}
+
+/** The decoder every runtime uses, with the configured size and decompression-bomb limits. */
+export function productPreprocessor(spec: ModelSpec, config: Config): SharpImagePreprocessor {
+  return new SharpImagePreprocessor(spec.preprocess, {
+    maxBytes: config.maxImageBytes,
+    maxPixels: config.maxPixels,
+  });
+}
