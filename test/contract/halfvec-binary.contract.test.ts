@@ -6,19 +6,17 @@ import {
   toHalfBits,
 } from '../../lib/adapters/store/halfvec-binary';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
-import { TEST_DATABASE_URL } from '../helpers/shared';
+import { testDatabaseUrl } from '../helpers/shared';
 
 /**
  * Vectors sent in pgvector's binary halfvec format must be stored with exactly the bits the text
  * literal would give (the server rounds text to binary16 itself), on both engines.
  */
+const url = testDatabaseUrl();
 const engines: { name: string; connect: () => Promise<SqlClient> }[] = [
   { name: 'PGlite', connect: () => PgliteSqlClient.open(undefined) },
+  { name: 'PostgreSQL', connect: async () => PostgresSqlClient.connect(url) },
 ];
-if (TEST_DATABASE_URL) {
-  const url = TEST_DATABASE_URL;
-  engines.push({ name: 'PostgreSQL', connect: async () => PostgresSqlClient.connect(url) });
-}
 
 function seeded(seed: number): () => number {
   let state = seed;

@@ -6,11 +6,11 @@ import type { ImageRecord } from '../../lib/core/ports';
 import { databaseAugment } from '../../lib/core/retrieval';
 import { l2Normalise } from '../../lib/core/vectors';
 import { clusteredVectors } from '../../lib/bench/measure';
-import { TEST_DATABASE_URL } from '../helpers/shared';
+import { testDatabaseUrl } from '../helpers/shared';
 
 /**
  * One contract, every engine: the same scenarios run on the embedded PGlite (always) and on a real
- * PostgreSQL + pgvector server when OMPF_TEST_DATABASE_URL is set (.ci/run starts one).
+ * PostgreSQL + pgvector server (always: jest's globalSetup starts one and sets OMPF_TEST_DATABASE_URL).
  */
 interface Engine {
   readonly name: string;
@@ -18,10 +18,10 @@ interface Engine {
 }
 
 const runId = `ompf_contract_${process.pid}_${Date.now()}`;
-const engines: Engine[] = [{ name: 'PGlite', connect: () => PgliteSqlClient.open(undefined) }];
-const databaseUrl = TEST_DATABASE_URL;
-if (databaseUrl) {
-  engines.push({
+const databaseUrl = testDatabaseUrl();
+const engines: Engine[] = [
+  { name: 'PGlite', connect: () => PgliteSqlClient.open(undefined) },
+  {
     name: 'PostgreSQL',
     connect: async () => {
       // A schema of our own per run, so parallel or earlier runs never see each other's tables.
@@ -32,17 +32,8 @@ if (databaseUrl) {
       url.searchParams.set('options', `-c search_path=${runId},public`);
       return PostgresSqlClient.connect(url.toString());
     },
-  });
-} else if (process.env.CI) {
-  test('PostgreSQL contract suite: OMPF_TEST_DATABASE_URL must be set in CI', () => {
-    throw new Error(
-      'CI must run the contract suite on PostgreSQL too: .ci/run starts one and sets OMPF_TEST_DATABASE_URL.',
-    );
-  });
-} else {
-  test.skip('PostgreSQL contract suite (set OMPF_TEST_DATABASE_URL to run it; .ci/run does)', () =>
-    undefined);
-}
+  },
+];
 
 const DIM = 8;
 const options: StoreOptions = {

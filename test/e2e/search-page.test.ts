@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import type { LocalServer } from '../../lib/server/serve';
+import { CHROMIUM, oneLineError } from '../helpers/shared';
 import { eventually, photo, startTestServer, workDir } from '../server/server-helpers';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = resolve(__dirname, '..', '..', 'test-artifacts');
 const CLASSES = ['okapi', 'rhino', 'dolphin', 'Leopards', 'starfish'];
 const PER_CLASS = 8;
@@ -29,8 +29,8 @@ describe('search page (headless Chromium)', () => {
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `${CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium; .ci/run does).`,
+      throw oneLineError(
+        `${CHROMIUM} is missing: run the tests with \`npm test\` (its globalSetup installs Debian's chromium as root) or run \`sudo apt-get install -y --no-install-recommends chromium\`.`,
       );
     }
     server = await startTestServer(work);

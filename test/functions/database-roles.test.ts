@@ -6,7 +6,7 @@ import { DATABASE_ROLES } from '../../lib/infra/database-roles';
 import { closeAwsResources, loadAwsConfig } from '../../lib/runtime/aws';
 import { storeOptions } from '../../lib/runtime/product';
 import { MODELS_DIR } from '../helpers/shared';
-import { engines, MIGRATE_CREATE_EVENT, requirePostgresInCi } from './fixtures';
+import { engines, MIGRATE_CREATE_EVENT } from './fixtures';
 
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
 
@@ -137,11 +137,6 @@ describe.each(postgres)('database roles on $name', (engine) => {
     await expect(store.listKeys('ompf-dev-gallery')).resolves.toEqual(['cats/tom.jpg']);
   });
 });
-
-requirePostgresInCi('database roles');
-if (postgres.length === 0) {
-  test.skip('database roles need PostgreSQL (PGlite has one user)', () => undefined);
-}
 
 describe.each(postgres)('the Lambdas’ pool when PostgreSQL drops a connection ($name)', (engine) => {
   it('survives a connection terminated while checked out (a transaction): the next statement fails, the pool recovers', async () => {

@@ -8,7 +8,7 @@ import type {
 } from 'aws-lambda';
 import { startLoopbackS3 } from '../../lib/soak/loopback-s3';
 import { PgliteSqlClient, PostgresSqlClient, type SqlClient } from '../../lib/adapters/store/sql-client';
-import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
+import { MODELS_DIR, testDatabaseUrl } from '../helpers/shared';
 
 /**
  * Real event shapes (as AWS documents them) and a real S3-speaking server on loopback (s3rver), for
@@ -259,43 +259,31 @@ export interface Engine {
   drop(): Promise<void>;
 }
 
+/**
+ * PGlite and PostgreSQL (always: jest's globalSetup starts one; a suite run without it fails at import,
+ * saying what to do). Each PostgreSQL engine works in a schema of its own.
+ */
 export function engines(prefix: string): Engine[] {
-  const list: Engine[] = [
+  const admin = testDatabaseUrl();
+  const schema = `${prefix}_${process.pid}_${Date.now()}`;
+  const url = new URL(admin);
+  url.searchParams.set('options', `-c search_path=${schema},public`);
+  return [
     { name: 'PGlite', connect: () => PgliteSqlClient.open(undefined), drop: () => Promise.resolve() },
-  ];
-  if (TEST_DATABASE_URL) {
-    const schema = `${prefix}_${process.pid}_${Date.now()}`;
-    const url = new URL(TEST_DATABASE_URL);
-    url.searchParams.set('options', `-c search_path=${schema},public`);
-    list.push({
+    {
       name: 'PostgreSQL',
       url: url.toString(),
       async connect() {
-        const admin = PostgresSqlClient.connect(TEST_DATABASE_URL!);
-        await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-        await admin.close();
+        const client = PostgresSqlClient.connect(admin);
+        await client.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+        await client.close();
         return PostgresSqlClient.connect(url.toString());
       },
       async drop() {
-        const admin = PostgresSqlClient.connect(TEST_DATABASE_URL!);
-        await admin.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await admin.close();
+        const client = PostgresSqlClient.connect(admin);
+        await client.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await client.close();
       },
-    });
-  }
-  return list;
-}
-
-/** Mirrors the contract suite: PostgreSQL is required in CI and announced as skipped elsewhere. */
-export function requirePostgresInCi(what: string): void {
-  if (TEST_DATABASE_URL) return;
-  if (process.env.CI) {
-    test(`${what} on PostgreSQL: OMPF_TEST_DATABASE_URL must be set in CI`, () => {
-      throw new Error(
-        'CI must run the handler tests on PostgreSQL too: .ci/run sets OMPF_TEST_DATABASE_URL.',
-      );
-    });
-  } else {
-    test.skip(`${what} on PostgreSQL (set OMPF_TEST_DATABASE_URL to run it; .ci/run does)`, () => undefined);
-  }
+    },
+  ];
 }

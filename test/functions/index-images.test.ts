@@ -9,7 +9,6 @@ import {
   engines,
   lambdaContext,
   lambdaEnv,
-  requirePostgresInCi,
   s3Notification,
   sqsEvent,
   sqsRecord,
@@ -236,8 +235,6 @@ describe.each(engines('ompf_index_fn'))('indexing Lambda on $name', (engine) => 
     expect(await store.listKeys('ompf-gallery-test')).toContain('good.jpg');
   });
 });
-
-requirePostgresInCi('indexing Lambda');
 
 describe('indexing Lambda when a dependency is down', () => {
   let s3: S3Server;

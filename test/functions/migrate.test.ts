@@ -2,7 +2,7 @@ import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import type { SqlClient } from '../../lib/adapters/store/sql-client';
 import { ConfigError } from '../../lib/core/errors';
 import { awsParts, compareVersions, loadAwsConfig, migrateHandler } from '../../lib/runtime/aws';
-import { engines, MIGRATE_CREATE_EVENT, MIGRATE_EVENT_BASE, requirePostgresInCi } from './fixtures';
+import { engines, MIGRATE_CREATE_EVENT, MIGRATE_EVENT_BASE } from './fixtures';
 import { MODELS_DIR } from '../helpers/shared';
 
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
@@ -81,8 +81,6 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
     });
   });
 });
-
-requirePostgresInCi('migrate step');
 
 describe('version comparison', () => {
   it.each([

@@ -17,7 +17,6 @@ import {
   engines,
   lambdaContext,
   lambdaEnv,
-  requirePostgresInCi,
   s3Notification,
   sqsEvent,
   sqsRecord,
@@ -304,8 +303,6 @@ describe.each(engines('ompf_search_fn'))('query Lambda on $name', (engine) => {
     expect(result.body).toMatch(/POST \/uploads/);
   });
 });
-
-requirePostgresInCi('query Lambda');
 
 describe('query Lambda when the database is down', () => {
   it('answers 503 as JSON without internals (no host, no driver message)', async () => {

@@ -13,6 +13,9 @@ export const MODELS_DIR = resolve(process.env.OMPF_MODELS_DIR ?? join(sharedRoot
 export const DATASET_DIR = resolve(process.env.OMPF_DATASET_DIR ?? join(sharedRoot, 'data'));
 export const CALTECH_DIR = join(DATASET_DIR, 'caltech101-animals-dev');
 
+/** Debian's chromium, for the search page's end-to-end test; jest's globalSetup installs it. */
+export const CHROMIUM = '/usr/bin/chromium';
+
 export function requirePath(path: string, what: string): string {
   if (!existsSync(path)) {
     throw new Error(
@@ -58,15 +61,42 @@ export function assertDatabaseListening(url: string, timeoutMs = 2_000): void {
   if (result.status === 0) return;
   const reason = result.stderr?.trim() || result.error?.message || `probe exited ${String(result.status)}`;
   throw new Error(
-    `OMPF_TEST_DATABASE_URL is set, but no PostgreSQL listens on ${host}:${port} (${reason}). ` +
-      'Start one with `export OMPF_TEST_DATABASE_URL=$(bash scripts/ci/start-postgres.sh | tail -1)`, ' +
-      'or unset OMPF_TEST_DATABASE_URL to run the database suites on PGlite only.',
+    `OMPF_TEST_DATABASE_URL is set, but no PostgreSQL listens on ${host}:${port} (${reason}): ` +
+      'unset it (npm test then starts its own), or start one with ' +
+      '`export OMPF_TEST_DATABASE_URL=$(bash scripts/ci/start-postgres.sh | tail -1)`.',
   );
 }
 
+/** An error jest reports as its message alone: one line saying what to do, no stack. */
+export function oneLineError(message: string): Error {
+  const error = new Error(message);
+  error.stack = message;
+  return error;
+}
+
+let checkedUrl: string | undefined;
+
 /**
- * PostgreSQL + pgvector for the contract, handler and soak suites; .ci/run starts one and sets this.
- * Checked on import: a set URL with no server behind it fails the suite in about a second.
+ * PostgreSQL + pgvector for the contract, handler and soak suites, which always run on it as well as
+ * on PGlite: jest's globalSetup (test/setup) starts a private cluster and sets OMPF_TEST_DATABASE_URL.
+ * Called at a suite's import: unset (globalSetup bypassed), or set with no server behind it, the suite
+ * fails in about a second with one line saying what to do.
  */
-export const TEST_DATABASE_URL = process.env.OMPF_TEST_DATABASE_URL || undefined;
-if (TEST_DATABASE_URL) assertDatabaseListening(TEST_DATABASE_URL);
+export function testDatabaseUrl(): string {
+  const url = process.env.OMPF_TEST_DATABASE_URL;
+  if (!url) {
+    throw oneLineError(
+      'OMPF_TEST_DATABASE_URL is not set: run the tests with `npm test` (one file: `npm test -- <file>`; its ' +
+        'globalSetup starts PostgreSQL), or set OMPF_TEST_DATABASE_URL=$(bash scripts/ci/start-postgres.sh | tail -1).',
+    );
+  }
+  if (url !== checkedUrl) {
+    try {
+      assertDatabaseListening(url);
+    } catch (error) {
+      throw oneLineError((error as Error).message);
+    }
+    checkedUrl = url;
+  }
+  return url;
+}

@@ -2,8 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FAULT_KINDS, runSoak, SHORT_PRESET, type SoakReport } from '../../lib/soak/soak';
-import { MODELS_DIR, TEST_DATABASE_URL } from '../helpers/shared';
-import { requirePostgresInCi } from '../functions/fixtures';
+import { MODELS_DIR, testDatabaseUrl } from '../helpers/shared';
 
 /**
  * The short preset of `npm run soak`, in-process: the real indexing handler, s3rver on loopback and
@@ -51,10 +50,15 @@ async function privateCluster(): Promise<{ url: string; restartCommand: string; 
   };
 }
 
-/** PGlite always (on disk, closed and opened again); PostgreSQL + pgvector when CI provides one. */
+/**
+ * PGlite (on disk, closed and opened again) and PostgreSQL + pgvector: a private cluster of the soak's
+ * own, on PostgreSQL 15 + pgvector as globalSetup installed them (checked here: a run without
+ * globalSetup fails at once, saying what to do, instead of provisioning inside a 60 s timeout).
+ */
+testDatabaseUrl();
 const ENGINES = [
   { name: 'PGlite', postgres: false },
-  ...(TEST_DATABASE_URL ? [{ name: 'PostgreSQL', postgres: true }] : []),
+  { name: 'PostgreSQL', postgres: true },
 ];
 
 describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgres }) => {
@@ -98,5 +102,3 @@ describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgr
     expect(report.deadLettered).toBe(report.faults.poison);
   });
 });
-
-requirePostgresInCi('fault-injection soak');
