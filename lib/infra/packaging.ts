@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AssetHashType, DockerImage } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
-import { modelDownloadUrls, verifyModelFile } from '../adapters/models/model-registry';
+import { modelDownloadUrls, modelPath, verifyModelFile } from '../adapters/models/model-registry';
 import { ModelFileError } from '../core/errors';
 import type { ModelSpec } from '../core/model-spec';
 
@@ -83,8 +83,10 @@ export function modelLayer(
   spec: ModelSpec,
   modelsDir: string,
 ): lambda.LayerVersion {
-  const verified = verifiedModelOrProblem(spec, modelsDir);
-  const sha256 = verified instanceof Error ? spec.accepted[0].sha256 : verified.file.sha256;
+  // The asset hash is needed now, but reading and hashing a 100 MB file for every synth of every stage
+  // is not: the accepted files differ in size, so a stat names the one expected, and bundling (which
+  // runs only for the stacks being deployed) verifies it in full.
+  const sha256 = expectedBySize(spec, modelsDir);
   return new lambda.LayerVersion(scope, id, {
     description: `ompf model ${spec.id} (${spec.file}, sha256 ${sha256})`,
     code: lambda.Code.fromAsset(join(REPO_ROOT, 'layers'), {
@@ -95,9 +97,15 @@ export function modelLayer(
         local: {
           tryBundle(outputDir) {
             // Refused here, at bundling, so `cdk synth` of another stage is not blocked by this one.
+            const verified = verifiedModelOrProblem(spec, modelsDir);
             if (verified instanceof Error) {
               throw new Error(
                 `${verified.message} ${verified.hint ?? ''} Then deploy again (or set -c modelsDir=DIR).`,
+              );
+            }
+            if (verified.file.sha256 !== sha256) {
+              throw new Error(
+                `${verified.path} is ${verified.file.origin} (sha256 ${verified.file.sha256}), but its size named sha256 ${sha256}: it changed during synth. Run it again.`,
               );
             }
             mkdirSync(join(outputDir, 'models'), { recursive: true });
@@ -108,6 +116,13 @@ export function modelLayer(
       },
     }),
   });
+}
+
+/** The SHA-256 of the accepted file whose size the model file has (the first accepted one otherwise). */
+function expectedBySize(spec: ModelSpec, modelsDir: string): string {
+  const path = modelPath(spec, modelsDir);
+  const size = existsSync(path) ? statSync(path).size : undefined;
+  return (spec.accepted.find((file) => file.sizeBytes === size) ?? spec.accepted[0]).sha256;
 }
 
 function verifiedModelOrProblem(spec: ModelSpec, modelsDir: string) {
