@@ -15,7 +15,7 @@ import {
   runMaintenance,
   runMigrations,
   type AwsParts,
-} from '../lib/runtime/aws';
+} from '../lib/runtime/aws-base';
 
 export function migrateAndGrantHandler(parts: AwsParts) {
   return createMigrateHandler(

@@ -1,11 +1,13 @@
 import { SharpImagePreprocessor } from '../adapters/image/sharp-preprocessor';
 import { readVerifiedModel } from '../adapters/models/model-registry';
 import { OnnxEmbedder } from '../adapters/onnx/onnx-embedder';
-import type { StoreOptions } from '../adapters/store/pg-vector-store';
 import type { ModelSpec } from '../core/model-spec';
 import type { Embedder } from '../core/ports';
-import { TransformingEmbedder, transformSuffix, type EmbeddingTransform } from '../core/retrieval';
+import { TransformingEmbedder } from '../core/retrieval';
 import type { Config } from './config';
+import { productTransform } from './store-identity';
+
+export { productTransform, storedModelId, storeOptions } from './store-identity';
 
 /**
  * What every runtime builds the same way, so the CLI, the local server and the Lambdas embed, store and
@@ -44,34 +46,9 @@ export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmb
   );
 }
 
-/**
- * The transform every runtime applies: flip / power by the embedder, DBA by the store. One function,
- * so the CLI, the local server and the Lambdas record the same model id.
- */
-export function productTransform(config: Config): EmbeddingTransform {
-  return { flip: config.flip, power: config.power, dba: config.dba };
-}
-
 /** The embedder every runtime uses: the ONNX model wrapped in the configured transform. */
 export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config): TransformingEmbedder {
   return new TransformingEmbedder(base, productTransform(config), spec.preprocess.cropSize);
-}
-
-/** The id stored with every vector: the model plus the transform that produced it ('+dba3' by default). */
-export function storedModelId(spec: ModelSpec, config: Config): string {
-  return `${spec.id}${transformSuffix(productTransform(config))}`;
-}
-
-export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {
-  return {
-    modelId: storedModelId(spec, config),
-    dimension: spec.dimension,
-    hnswMinRows: config.hnswMinRows,
-    binaryMinRows: config.binaryMinRows,
-    binaryOversampling: config.binaryOversampling,
-    indexBuildMemory: config.indexBuildMemory,
-    dba: config.dba,
-  };
 }
 
 /** The decoder every runtime uses, with the configured size and decompression-bomb limits. */

@@ -27,10 +27,22 @@ type S3rverConstructor = new (options: {
   configureBuckets: { name: string }[];
 }) => S3rverInstance;
 
-export async function startLoopbackS3(bucket: string): Promise<LoopbackS3> {
+/**
+ * `credentials`: more access keys the server accepts (it checks each request's SigV4 signature
+ * against the key's secret), such as the made-up credentials of the Lambda harness's functions.
+ */
+export async function startLoopbackS3(
+  bucket: string,
+  credentials: readonly { readonly accessKeyId: string; readonly secretAccessKey: string }[] = [],
+): Promise<LoopbackS3> {
   // s3rver ships no type declarations; the constructor's shape is declared above.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const S3rver = require('s3rver') as S3rverConstructor;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const accounts = require('s3rver/lib/models/account') as {
+    DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void };
+  };
+  for (const key of credentials) accounts.DUMMY_ACCOUNT.createKeyPair(key.accessKeyId, key.secretAccessKey);
   const directory = mkdtempSync(join(tmpdir(), 'ompf-s3rver-'));
   const server = new S3rver({
     port: 0,

@@ -1,0 +1,294 @@
+/**
+ * A local stand-in for one deployed stage, built from what `cdk synth` wrote (cdk.out) and nothing
+ * else, so what runs is what `cdk deploy` would upload:
+ *
+ * - every function of the stack that the product wrote (indexer, query, migrate) runs from its bundle
+ *   and layers on Node.js 24 through the Runtime API, in a mount namespace of its own
+ *   (execution-environment.ts), with the template's handler, memory, timeout and variables;
+ * - the bucket is s3rver on loopback; each change the driver makes raises the S3 notification S3
+ *   would send, onto the queue (event-sources.ts), which the event source mapping delivers in the
+ *   template's batch size with partial batch responses, visibility timeout and redrive;
+ * - the database is a local PostgreSQL + pgvector reached over verified TLS, the admin through the
+ *   stack's secret (Secrets Manager on loopback), the functions as their own roles as with RDS IAM
+ *   authentication (loopback-database.ts: the token itself is not checked);
+ * - the REST API with its API key, routes, binary media types and gateway responses (api-gateway.ts);
+ * - deployment: the migrate function gets the CloudFormation Create event its custom resource sends.
+ *
+ * Not reproduced: IAM (no policy is evaluated; made-up credentials), the VPC and its endpoints,
+ * API Gateway throttling and quotas, CPU share by memory size, S3's own delivery (notifications are
+ * raised by the driver that changes the bucket, not by s3rver), SQS's at-least-once duplicates (the
+ * soak adds those), the custom resource provider framework and CloudWatch.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { APIGatewayProxyEvent, SQSEvent } from 'aws-lambda';
+import { compareVersions } from '../runtime/aws-base';
+import { startLoopbackS3, type LoopbackS3 } from '../soak/loopback-s3';
+import { LocalRestApi, type GatewayReply, type GatewayRequest } from './api-gateway';
+import { CloudAssembly, resolveValue } from './cloud-assembly';
+import {
+  Clock,
+  LocalQueue,
+  s3Notification,
+  SqsEventSourceMapping,
+  type BatchOutcome,
+  type ObjectChange,
+} from './event-sources';
+import { FUNCTION_CREDENTIALS } from './execution-environment';
+import { LocalFunction } from './local-function';
+import { prepareLambdaDatabase, type LambdaDatabase } from './loopback-database';
+import { prepareRuntimeFiles } from './runtime-files';
+import { startSecretsManager, type SecretsStandIn } from './secrets-manager-stand-in';
+
+export interface LocalCloudOptions {
+  /** The directory `cdk synth -o` wrote. */
+  readonly cdkOut: string;
+  readonly stackName: string;
+  readonly repoRoot: string;
+  /** A superuser URL of a PostgreSQL + pgvector cluster on loopback (scripts/ci/start-postgres.sh). */
+  readonly superuserDatabaseUrl: string;
+  /** Host folders the functions must not see (default: the repository's parent and the home folder). */
+  readonly hide?: readonly string[];
+  readonly region?: string;
+  readonly log?: (functionName: string, line: string) => void;
+  /** Keep the stage's OMPF_MIN_PGVECTOR even when the local pgvector is older (the refusal test). */
+  readonly keepPgvectorFloor?: boolean;
+}
+
+const ACCOUNT = '123456789012';
+
+export class LocalCloud {
+  private sequencer = 0x10000000n;
+
+  private constructor(
+    readonly clock: Clock,
+    readonly assembly: CloudAssembly,
+    readonly bucket: string,
+    readonly s3: LoopbackS3,
+    readonly s3Client: S3Client,
+    readonly database: LambdaDatabase,
+    private readonly secrets: SecretsStandIn,
+    readonly functions: {
+      readonly indexer: LocalFunction;
+      readonly query: LocalFunction;
+      readonly migrate: LocalFunction;
+    },
+    readonly queue: LocalQueue,
+    readonly deadLetters: LocalQueue,
+    readonly eventSource: SqsEventSourceMapping,
+    readonly batchSize: number,
+    readonly api: LocalRestApi,
+    readonly apiKey: string,
+    readonly region: string,
+  ) {}
+
+  static async start(options: LocalCloudOptions): Promise<LocalCloud> {
+    const region = options.region ?? 'eu-west-1';
+    const assembly = CloudAssembly.read(options.cdkOut, options.stackName);
+    const stage = options.stackName.replace(/^Ompf-/, '').toLowerCase();
+    const database = await prepareLambdaDatabase(options.superuserDatabaseUrl);
+    const runtime = prepareRuntimeFiles(options.repoRoot, database.caFile);
+
+    const galleryId = assembly.logicalIdOf('Gallery');
+    const databaseId = assembly.logicalIdOf('Database');
+    const [secretAttachment] = assembly.ofType('AWS::SecretsManager::SecretTargetAttachment');
+    if (!secretAttachment) throw new Error(`${options.stackName} has no database secret.`);
+    const bucket = `ompf-${stage}-gallery-local`;
+    const secretArn = `arn:aws:secretsmanager:${region}:${ACCOUNT}:secret:ompf-${stage}-database-local`;
+    const secrets = await startSecretsManager(
+      new Map([
+        [
+          secretArn,
+          JSON.stringify({
+            engine: 'postgres',
+            username: database.adminUser,
+            password: database.adminPassword,
+            host: database.host,
+            port: database.port,
+            dbname: database.database,
+          }),
+        ],
+      ]),
+    );
+    const s3 = await startLoopbackS3(bucket, [FUNCTION_CREDENTIALS]);
+    const values = new Map<string, string>([
+      [`Ref:${galleryId}`, bucket],
+      [`GetAtt:${databaseId}.Endpoint.Address`, database.host],
+      [`GetAtt:${databaseId}.Endpoint.Port`, String(database.port)],
+      [`Ref:${secretAttachment[0]}`, secretArn],
+    ]);
+    // The two additions to the template's variables: where the loopback S3 and Secrets Manager are.
+    // OMPF_S3_ENDPOINT is the product's own setting for S3-compatible endpoints; the other is the SDK's.
+    const additions = { OMPF_S3_ENDPOINT: s3.endpoint, AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint };
+    const hide = options.hide ?? [join(options.repoRoot, '..'), process.env.HOME ?? '/root'];
+    const make = (construct: string) => {
+      const definition = assembly.lambdaFunction(assembly.logicalIdOf(construct));
+      const variables: Record<string, string> = {};
+      for (const [name, value] of Object.entries(definition.environment)) {
+        variables[name] = resolveValue(value, values, `${construct}.${name}`);
+      }
+      return new LocalFunction(
+        `${options.stackName}-${construct}`,
+        definition,
+        { ...variables, ...additions },
+        runtime,
+        {
+          region,
+          hide,
+          log: options.log,
+        },
+      );
+    };
+    const functions = { indexer: make('IndexImages'), query: make('Search'), migrate: make('Migrate') };
+    // The one setting the harness must change: RDS offers pgvector 0.8.2+, the local cluster may have
+    // an older one (Debian's source package). The floor drops to the local version, said in the log;
+    // the refusal itself is tested against the template's value.
+    const floor = functions.migrate.variables.OMPF_MIN_PGVECTOR;
+    if (floor && compareVersions(database.pgvector, floor) < 0 && options.keepPgvectorFloor !== true) {
+      functions.migrate.variables.OMPF_MIN_PGVECTOR = database.pgvector;
+      options.log?.(
+        'harness',
+        `the local pgvector is ${database.pgvector}; OMPF_MIN_PGVECTOR ${floor} lowered to it`,
+      );
+    }
+
+    const mapping = assembly.eventSourceMapping(functions.indexer.definition.logicalId);
+    const queueDefinition = assembly.queue(mapping.queueLogicalId);
+    const clock = new Clock();
+    const arn = (name: string) => `arn:aws:sqs:${region}:${ACCOUNT}:${name}`;
+    const deadLetters = new LocalQueue(
+      `${options.stackName}-DeadLetters`,
+      arn(`${options.stackName}-DeadLetters`),
+      clock,
+      30,
+    );
+    if (
+      queueDefinition.deadLetterQueueLogicalId === undefined ||
+      queueDefinition.maxReceiveCount === undefined
+    ) {
+      throw new Error(`${mapping.queueLogicalId} has no redrive policy.`);
+    }
+    const queue = new LocalQueue(
+      `${options.stackName}-ObjectEvents`,
+      arn(`${options.stackName}-ObjectEvents`),
+      clock,
+      queueDefinition.visibilityTimeoutSeconds,
+      { deadLetters, maxReceiveCount: queueDefinition.maxReceiveCount },
+    );
+    const eventSource = new SqsEventSourceMapping(
+      queue,
+      (event: SQSEvent) => functions.indexer.invoke(event),
+      {
+        batchSize: mapping.batchSize,
+        reportBatchItemFailures: mapping.reportBatchItemFailures,
+      },
+    );
+    const apiKey = randomBytes(20).toString('base64url');
+    const byLogicalId = new Map(Object.values(functions).map((f) => [f.definition.logicalId, f]));
+    const api = new LocalRestApi(assembly.restApi(), apiKey, (logicalId, event: APIGatewayProxyEvent) => {
+      const target = byLogicalId.get(logicalId);
+      if (!target) throw new Error(`The API integrates ${logicalId}, which the harness does not run.`);
+      return target.invoke(event);
+    });
+    return new LocalCloud(
+      clock,
+      assembly,
+      bucket,
+      s3,
+      new S3Client(s3.clientConfig),
+      database,
+      secrets,
+      functions,
+      queue,
+      deadLetters,
+      eventSource,
+      mapping.batchSize,
+      api,
+      apiKey,
+      region,
+    );
+  }
+
+  /** What CloudFormation sends the schema custom resource on deploy (through the provider framework). */
+  async deploy(): Promise<{ payload?: unknown; error?: { errorType: string; errorMessage: string } }> {
+    const [schemaId] = this.assembly
+      .ofType('AWS::CloudFormation::CustomResource')
+      .find(([, r]) => String(r.Metadata?.['aws:cdk:path']).endsWith('/Schema/Default')) ?? ['Schema'];
+    return this.functions.migrate.invoke({
+      RequestType: 'Create',
+      ServiceToken: `arn:aws:lambda:${this.region}:${ACCOUNT}:function:provider`,
+      ResponseURL: 'http://127.0.0.1:9/cloudformation-response',
+      StackId: `arn:aws:cloudformation:${this.region}:${ACCOUNT}:stack/${this.assembly.stackName}/local`,
+      RequestId: 'local-deploy',
+      LogicalResourceId: schemaId,
+      ResourceType: 'AWS::CloudFormation::CustomResource',
+      ResourceProperties: { ServiceToken: 'local' },
+    });
+  }
+
+  private nextSequencer(): string {
+    this.sequencer += BigInt(1 + Math.floor(Math.random() * 3));
+    return this.sequencer.toString(16).toUpperCase().padStart(16, '0');
+  }
+
+  /** PUT an object, then the notification S3 sends for it. */
+  async put(key: string, body: Buffer, contentType = 'image/jpeg'): Promise<ObjectChange> {
+    const result = await this.s3Client.send(
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
+    );
+    const change: ObjectChange = {
+      eventName: 'ObjectCreated:Put',
+      bucket: this.bucket,
+      key,
+      size: body.length,
+      eTag: (result.ETag ?? '').replace(/"/g, ''),
+      sequencer: this.nextSequencer(),
+    };
+    this.queue.send(s3Notification(change, this.region));
+    return change;
+  }
+
+  /** DELETE an object, then its ObjectRemoved notification. */
+  async remove(key: string): Promise<ObjectChange> {
+    await this.s3Client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    const change: ObjectChange = {
+      eventName: 'ObjectRemoved:Delete',
+      bucket: this.bucket,
+      key,
+      sequencer: this.nextSequencer(),
+    };
+    this.queue.send(s3Notification(change, this.region));
+    return change;
+  }
+
+  /**
+   * Polls until the queue is empty. When only in-flight messages are left, the clock jumps to the end
+   * of their visibility timeout (the wait SQS would impose), so retries and redrive happen in seconds.
+   */
+  async drain(maxBatches = 10_000): Promise<BatchOutcome[]> {
+    const outcomes: BatchOutcome[] = [];
+    while (this.queue.depth > 0 && outcomes.length < maxBatches) {
+      const outcome = await this.eventSource.pollOnce();
+      if (outcome) {
+        outcomes.push(outcome);
+        continue;
+      }
+      const wait = this.queue.secondsToNextVisible();
+      if (wait !== undefined) this.clock.advance(wait + 0.001);
+    }
+    return outcomes;
+  }
+
+  /** One HTTP request to the API, as a client of the stage's endpoint would send it. */
+  request(request: GatewayRequest): Promise<GatewayReply> {
+    return this.api.handle(request);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(Object.values(this.functions).map((f) => f.reset()));
+    this.s3Client.destroy();
+    await this.s3.close();
+    await this.secrets.close();
+  }
+}
