@@ -24,7 +24,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import type { ModelSpec } from '../core/model-spec';
 import { DATABASE_ROLES } from './database-roles';
-import { modelLayer, nativeLayer, REPO_ROOT } from './packaging';
+import { CUSTOM_MODEL_SPEC_FILE, isBuiltinModel, modelLayer, nativeLayer, REPO_ROOT } from './packaging';
 import { UPLOADS_PREFIX, type StageConfig } from './stage-config';
 
 export interface OmpfStackProps extends StackProps {
@@ -210,7 +210,9 @@ export class OmpfStack extends Stack {
     const environment = {
       OMPF_BUCKET: this.bucket.bucketName,
       OMPF_DB_NAME: 'ompf',
-      OMPF_MODEL: model.id,
+      // A built-in model by name; a custom one by the spec its layer carries (the synth machine's path
+      // of the spec means nothing in Lambda).
+      OMPF_MODEL: isBuiltinModel(model) ? model.id : `${MODELS_MOUNT}/${CUSTOM_MODEL_SPEC_FILE}`,
       OMPF_MODELS_DIR: MODELS_MOUNT,
       OMPF_UPLOADS_PREFIX: UPLOADS_PREFIX,
       // The RDS certificate authorities, so TLS to the database is verified (sslmode=verify-full).
@@ -339,7 +341,9 @@ export class OmpfStack extends Stack {
         // The admin secret's ARN (a reference, not the secret): only the migrate step reads it.
         OMPF_DB_SECRET_ARN: secret.secretArn,
       },
-      [],
+      // No native layer: the schema step loads no model. A custom model's spec (id, dimension) is in the
+      // model layer, so then it gets that one.
+      isBuiltinModel(model) ? [] : [modelFiles],
     );
     secret.grantRead(this.migrator);
 

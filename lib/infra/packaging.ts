@@ -1,11 +1,16 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { AssetHashType, DockerImage } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
-import { modelDownloadUrls, modelPath, verifyModelFile } from '../adapters/models/model-registry';
+import {
+  BUILTIN_MODELS,
+  modelDownloadUrls,
+  modelPath,
+  verifyModelFile,
+} from '../adapters/models/model-registry';
 import { ModelFileError } from '../core/errors';
 import type { ModelSpec } from '../core/model-spec';
 
@@ -71,8 +76,36 @@ export function nativeLayer(
   });
 }
 
+/** A custom model's spec travels in the model layer under this name (the functions' OMPF_MODEL). */
+export const CUSTOM_MODEL_SPEC_FILE = 'model-spec.json';
+
+export function isBuiltinModel(spec: ModelSpec): boolean {
+  return BUILTIN_MODELS[spec.id] === spec;
+}
+
 /**
- * The model file as a layer (/opt/models/<file>), copied from the models directory only when it is
+ * The spec a custom model's functions load (/opt/models/model-spec.json): the same model, its file
+ * named relative to the spec (next to it in the layer), its checksum the one verified at synth.
+ */
+function layerSpec(spec: ModelSpec, sha256: string): string {
+  return `${JSON.stringify(
+    {
+      id: spec.id,
+      description: spec.description,
+      file: basename(spec.file),
+      sha256,
+      dimension: spec.dimension,
+      preprocess: spec.preprocess,
+      ...(spec.inputName === undefined ? {} : { inputName: spec.inputName }),
+      ...(spec.featureTensor === undefined ? {} : { featureTensor: spec.featureTensor }),
+    },
+    null,
+    2,
+  )}\n`;
+}
+
+/**
+ * The model file as a layer (/opt/models/<file>; a custom model also gets its spec there), copied from the models directory only when it is
  * exactly one of the files the spec accepts (size and SHA-256, as every load checks); the functions
  * verify it again at cold start. Hashed by the file's own checksum: the layer changes exactly when
  * the model file does.
@@ -87,11 +120,14 @@ export function modelLayer(
   // is not: the accepted files differ in size, so a stat names the one expected, and bundling (which
   // runs only for the stacks being deployed) verifies it in full.
   const sha256 = expectedBySize(spec, modelsDir);
+  const customSpec = isBuiltinModel(spec) ? undefined : layerSpec(spec, sha256);
   return new lambda.LayerVersion(scope, id, {
-    description: `ompf model ${spec.id} (${spec.file}, sha256 ${sha256})`,
+    description: `ompf model ${spec.id} (${basename(spec.file)}, sha256 ${sha256})`,
     code: lambda.Code.fromAsset(join(REPO_ROOT, 'layers'), {
       assetHashType: AssetHashType.CUSTOM,
-      assetHash: `model-${sha256}`,
+      assetHash: customSpec
+        ? `model-${createHash('sha256').update(customSpec).digest('hex')}`
+        : `model-${sha256}`,
       bundling: {
         image: NO_DOCKER,
         local: {
@@ -109,7 +145,9 @@ export function modelLayer(
               );
             }
             mkdirSync(join(outputDir, 'models'), { recursive: true });
-            copyFileSync(verified.path, join(outputDir, 'models', spec.file));
+            // basename: a custom spec may name its file by an absolute path on the synth machine.
+            copyFileSync(verified.path, join(outputDir, 'models', basename(spec.file)));
+            if (customSpec) writeFileSync(join(outputDir, 'models', CUSTOM_MODEL_SPEC_FILE), customSpec);
             return true;
           },
         },

@@ -96,6 +96,7 @@ interface Pending {
   readonly requestId: string;
   readonly body: string;
   started: number;
+  timer: NodeJS.Timeout | undefined;
   readonly done: (result: Omit<InvocationResult, 'maxMemoryMiB'>) => void;
 }
 
@@ -246,28 +247,30 @@ export class ExecutionEnvironment {
       );
     }
     const requestId = randomUUID();
-    const cold = !this.initReported;
     return new Promise((resolve) => {
-      const started = performance.now();
-      // A cold start's init may take up to Lambda's 10 s init limit before the timeout clock starts.
       const pending: Pending = {
         requestId,
         body: JSON.stringify(event),
-        started,
+        started: performance.now(),
+        timer: undefined,
         done: (result) => {
-          clearTimeout(timer);
+          clearTimeout(pending.timer);
           this.sampleMemory();
           resolve({ ...result, maxMemoryMiB: this.maxMemoryMiB });
         },
       };
-      const timer = setTimeout(
-        () =>
-          this.fail(
-            'Sandbox.Timedout',
-            `Task timed out after ${this.options.timeoutSeconds.toFixed(2)} seconds`,
-          ),
-        this.options.timeoutSeconds * 1000 + (cold ? 10_000 : 0),
-      );
+      // Until the event is handed over, the init phase runs: Lambda gives it 10 s, then retries it
+      // within the invocation's own timeout; here the sum is the limit.
+      if (!this.initReported) {
+        pending.timer = setTimeout(
+          () =>
+            this.fail(
+              'Sandbox.Timedout',
+              `Init did not finish in ${10 + this.options.timeoutSeconds} seconds`,
+            ),
+          (10 + this.options.timeoutSeconds) * 1000,
+        );
+      }
       if (this.initError) {
         const error = this.initError;
         this.current = pending;
@@ -289,6 +292,15 @@ export class ExecutionEnvironment {
     this.firstInvocation ??= pending;
     // Lambda's clock for the invocation starts when the event is handed over (init has its own).
     pending.started = performance.now();
+    clearTimeout(pending.timer);
+    pending.timer = setTimeout(
+      () =>
+        this.fail(
+          'Sandbox.Timedout',
+          `Task timed out after ${this.options.timeoutSeconds.toFixed(2)} seconds`,
+        ),
+      this.options.timeoutSeconds * 1000,
+    );
     const deadline = Date.now() + this.options.timeoutSeconds * 1000;
     response.writeHead(200, {
       'content-type': 'application/json',

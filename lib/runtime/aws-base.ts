@@ -210,6 +210,17 @@ export async function openStore(parts: AwsParts): Promise<PgVectorStore> {
 /** Apply the SQL migrations (the same files as the local mode) and check pgvector's version. */
 export async function runMigrations(parts: AwsParts): Promise<MigrationResult> {
   const sql = await parts.sql();
+  // Refuse a server whose newest pgvector is too old before anything is changed: a failed deployment
+  // rolls back the stack, not the database, so the check comes first (found with the Lambda harness).
+  const [offered] = await sql.query<{ version: string | null }>(
+    "SELECT default_version AS version FROM pg_available_extensions WHERE name = 'vector'",
+  );
+  const available = offered?.version ?? '0';
+  if (compareVersions(available, parts.config.minPgvector) < 0) {
+    throw new ConfigError(`pgvector ${available} is older than the required ${parts.config.minPgvector}.`, {
+      hint: 'Pick a newer PostgreSQL minor version for the database (see cdk.json), then deploy again.',
+    });
+  }
   const [table] = await sql.query<{ name: string | null }>(
     "SELECT to_regclass('ompf_migrations')::text AS name",
   );
@@ -217,17 +228,12 @@ export async function runMigrations(parts: AwsParts): Promise<MigrationResult> {
     ? await sql.query<{ version: number }>('SELECT version FROM ompf_migrations')
     : [];
   await openStore(parts);
-  // Move to the newest pgvector the server offers, then refuse one that is too old.
+  // Move an existing installation to the newest pgvector the server offers.
   await sql.exec('ALTER EXTENSION vector UPDATE');
   const [row] = await sql.query<{ version: string }>(
     "SELECT extversion AS version FROM pg_extension WHERE extname = 'vector'",
   );
   const pgvector = row?.version ?? '0';
-  if (compareVersions(pgvector, parts.config.minPgvector) < 0) {
-    throw new ConfigError(`pgvector ${pgvector} is older than the required ${parts.config.minPgvector}.`, {
-      hint: 'Pick a newer PostgreSQL minor version for the database (see cdk.json), then deploy again.',
-    });
-  }
   const after = await sql.query<{ version: number }>('SELECT version FROM ompf_migrations ORDER BY version');
   const known = new Set(before.map((r) => r.version));
   return { applied: after.map((r) => r.version).filter((v) => !known.has(v)), pgvector };

@@ -1,0 +1,35 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface SynthOptions {
+  readonly repoRoot: string;
+  readonly stage: string;
+  /** A built-in model name or a spec .json path (cdk context `model`); the stage's own when unset. */
+  readonly model?: string | undefined;
+  readonly modelsDir: string;
+  readonly outDir: string;
+}
+
+/**
+ * `cdk synth` exactly as a user runs it before `cdk deploy` (the repository's cdk.json, local bundling,
+ * cdk-nag), into `outDir`. Returns the stack name.
+ */
+export async function synthStage(options: SynthOptions): Promise<string> {
+  const args = ['synth', '-c', `stage=${options.stage}`, '-c', `modelsDir=${options.modelsDir}`];
+  if (options.model) args.push('-c', `model=${options.model}`);
+  args.push('--no-notices', '-q', '-o', options.outDir);
+  try {
+    await run(join(options.repoRoot, 'node_modules', '.bin', 'cdk'), args, {
+      cwd: options.repoRoot,
+      env: { ...process.env, CDK_DISABLE_VERSION_CHECK: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  } catch (error) {
+    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim();
+    throw new Error(`cdk synth of stage ${options.stage} failed: ${stderr.split('\n').slice(-8).join('\n')}`);
+  }
+  return `Ompf-${options.stage}`;
+}
