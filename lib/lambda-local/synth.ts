@@ -28,8 +28,9 @@ export async function synthStage(options: SynthOptions): Promise<string> {
       maxBuffer: 64 * 1024 * 1024,
     });
   } catch (error) {
-    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim();
-    throw new Error(`cdk synth of stage ${options.stage} failed: ${stderr.split('\n').slice(-8).join('\n')}`);
+    const { stderr } = error as { stderr?: string };
+    const detail = (stderr ?? (error as Error).message).trim();
+    throw new Error(`cdk synth of stage ${options.stage} failed: ${detail.split('\n').slice(-8).join('\n')}`);
   }
   return `Ompf-${options.stage}`;
 }
