@@ -73,6 +73,14 @@ export interface RestApiDefinition {
   readonly stageName: string;
 }
 
+export interface NotificationRule {
+  /** S3 event types such as s3:ObjectCreated:* */
+  readonly events: readonly string[];
+  readonly prefix: string | undefined;
+  readonly suffix: string | undefined;
+  readonly queueLogicalId: string;
+}
+
 export class CloudAssembly {
   private constructor(
     readonly dir: string,
@@ -180,6 +188,29 @@ export class CloudAssembly {
       deadLetterQueueLogicalId: redrive?.deadLetterTargetArn?.['Fn::GetAtt']?.[0],
       maxReceiveCount: redrive?.maxReceiveCount,
     };
+  }
+
+  /** The bucket's queue notifications (the Custom::S3BucketNotifications resource CDK writes). */
+  bucketNotifications(bucketLogicalId: string): NotificationRule[] {
+    const found = this.ofType('Custom::S3BucketNotifications').find(
+      ([, r]) => (r.Properties?.BucketName as { Ref?: string } | undefined)?.Ref === bucketLogicalId,
+    );
+    const configuration = found?.[1].Properties?.NotificationConfiguration as
+      | {
+          QueueConfigurations?: {
+            Events: string[];
+            Filter?: { Key?: { FilterRules?: { Name: string; Value: string }[] } };
+            QueueArn: { 'Fn::GetAtt'?: [string, string] };
+          }[];
+        }
+      | undefined;
+    return (configuration?.QueueConfigurations ?? []).map((q) => {
+      const rule = (name: string) =>
+        q.Filter?.Key?.FilterRules?.find((r) => r.Name.toLowerCase() === name)?.Value;
+      const queue = q.QueueArn['Fn::GetAtt']?.[0];
+      if (!queue) throw new Error(`A notification of ${bucketLogicalId} targets a queue outside the stack.`);
+      return { events: q.Events, prefix: rule('prefix'), suffix: rule('suffix'), queueLogicalId: queue };
+    });
   }
 
   /** The one REST API of the stack: its routes (resource tree walked from the root) and responses. */

@@ -13,12 +13,8 @@ export function s3EncodeKey(key: string): string {
 }
 
 export interface ObjectChange {
-  readonly eventName:
-    | 'ObjectCreated:Put'
-    | 'ObjectCreated:Copy'
-    | 'ObjectCreated:CompleteMultipartUpload'
-    | 'ObjectRemoved:Delete'
-    | 'LifecycleExpiration:Delete';
+  /** ObjectCreated:Put, ObjectCreated:Copy, ObjectRemoved:Delete, LifecycleExpiration:Delete, ... */
+  readonly eventName: string;
   readonly bucket: string;
   readonly key: string;
   /** ObjectCreated only. */
@@ -26,6 +22,25 @@ export interface ObjectChange {
   readonly eTag?: string;
   /** Per key, later changes have larger values (hex; S3 compares them as such). */
   readonly sequencer: string;
+}
+
+/** Whether S3 sends `eventName` (ObjectCreated:Put) for `key` under a rule (s3:ObjectCreated:*, suffix). */
+export function notificationMatches(
+  rule: {
+    readonly events: readonly string[];
+    readonly prefix?: string | undefined;
+    readonly suffix?: string | undefined;
+  },
+  eventName: string,
+  key: string,
+): boolean {
+  const type = `s3:${eventName}`;
+  const event = rule.events.some((pattern) =>
+    pattern.endsWith(':*') ? type.startsWith(pattern.slice(0, -1)) : pattern === type,
+  );
+  return (
+    event && (!rule.prefix || key.startsWith(rule.prefix)) && (!rule.suffix || key.endsWith(rule.suffix))
+  );
 }
 
 /** One S3 event notification message (one record, as S3 sends one per change). */

@@ -30,10 +30,11 @@ import { CloudAssembly, resolveValue } from './cloud-assembly';
 import {
   Clock,
   LocalQueue,
+  notificationMatches,
   s3Notification,
+  s3TestEvent,
   SqsEventSourceMapping,
   type BatchOutcome,
-  type ObjectChange,
 } from './event-sources';
 import { FUNCTION_CREDENTIALS } from './execution-environment';
 import { LocalFunction } from './local-function';
@@ -191,7 +192,11 @@ export class LocalCloud {
       if (!target) throw new Error(`The API integrates ${logicalId}, which the harness does not run.`);
       return target.invoke(event);
     });
-    return new LocalCloud(
+    const rules = assembly.bucketNotifications(galleryId);
+    if (rules.some((rule) => rule.queueLogicalId !== mapping.queueLogicalId)) {
+      throw new Error(`${galleryId} notifies a queue the harness does not run.`);
+    }
+    const cloud = new LocalCloud(
       clock,
       assembly,
       bucket,
@@ -208,14 +213,26 @@ export class LocalCloud {
       apiKey,
       region,
     );
+    // Every change to the bucket, by the driver or by any S3 client (a presigned upload, the aws CLI),
+    // raises the notification S3 would send, if the stack's notification rules select it.
+    s3.onChange((change) => {
+      if (change.bucket !== bucket) return;
+      if (!rules.some((rule) => notificationMatches(rule, change.eventName, change.key))) return;
+      cloud.notified.push(change.key);
+      queue.send(s3Notification({ ...change, sequencer: cloud.nextSequencer() }, region));
+    });
+    return cloud;
   }
+
+  /** Keys S3 notified the queue about, in order. */
+  readonly notified: string[] = [];
 
   /** What CloudFormation sends the schema custom resource on deploy (through the provider framework). */
   async deploy(): Promise<{ payload?: unknown; error?: { errorType: string; errorMessage: string } }> {
     const [schemaId] = this.assembly
       .ofType('AWS::CloudFormation::CustomResource')
       .find(([, r]) => String(r.Metadata?.['aws:cdk:path']).endsWith('/Schema/Default')) ?? ['Schema'];
-    return this.functions.migrate.invoke({
+    const result = await this.functions.migrate.invoke({
       RequestType: 'Create',
       ServiceToken: `arn:aws:lambda:${this.region}:${ACCOUNT}:function:provider`,
       ResponseURL: 'http://127.0.0.1:9/cloudformation-response',
@@ -225,41 +242,31 @@ export class LocalCloud {
       ResourceType: 'AWS::CloudFormation::CustomResource',
       ResourceProperties: { ServiceToken: 'local' },
     });
+    // Then CloudFormation configures the bucket's notifications, and S3 sends its test event.
+    if (!result.error && !this.testEventSent) {
+      this.testEventSent = true;
+      this.queue.send(s3TestEvent(this.bucket));
+    }
+    return result;
   }
 
-  private nextSequencer(): string {
+  private testEventSent = false;
+
+  nextSequencer(): string {
     this.sequencer += BigInt(1 + Math.floor(Math.random() * 3));
     return this.sequencer.toString(16).toUpperCase().padStart(16, '0');
   }
 
-  /** PUT an object, then the notification S3 sends for it. */
-  async put(key: string, body: Buffer, contentType = 'image/jpeg'): Promise<ObjectChange> {
-    const result = await this.s3Client.send(
+  /** PUT an object (its notification is raised by the bucket). */
+  async put(key: string, body: Buffer, contentType = 'image/jpeg'): Promise<void> {
+    await this.s3Client.send(
       new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
     );
-    const change: ObjectChange = {
-      eventName: 'ObjectCreated:Put',
-      bucket: this.bucket,
-      key,
-      size: body.length,
-      eTag: (result.ETag ?? '').replace(/"/g, ''),
-      sequencer: this.nextSequencer(),
-    };
-    this.queue.send(s3Notification(change, this.region));
-    return change;
   }
 
-  /** DELETE an object, then its ObjectRemoved notification. */
-  async remove(key: string): Promise<ObjectChange> {
+  /** DELETE an object (its ObjectRemoved notification is raised by the bucket). */
+  async remove(key: string): Promise<void> {
     await this.s3Client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
-    const change: ObjectChange = {
-      eventName: 'ObjectRemoved:Delete',
-      bucket: this.bucket,
-      key,
-      sequencer: this.nextSequencer(),
-    };
-    this.queue.send(s3Notification(change, this.region));
-    return change;
   }
 
   /**

@@ -11,13 +11,38 @@ export interface LoopbackS3 {
   readonly endpoint: string;
   /** Options for an S3Client talking to this server (path-style, its fixed credentials). */
   readonly clientConfig: S3ClientConfig;
+  /**
+   * Calls `listener` for each object created or removed, from inside the request (before the client
+   * has its answer), with what S3 puts in a notification. The key is the object's key, not encoded.
+   */
+  onChange(listener: (change: BucketChange) => void): void;
   /** Stop the server and delete its files. */
   close(): Promise<void>;
+}
+
+export interface BucketChange {
+  readonly eventName: string;
+  readonly bucket: string;
+  readonly key: string;
+  readonly size?: number;
+  readonly eTag?: string;
 }
 
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
   close(): Promise<void>;
+  on(event: 'event', listener: (event: S3rverEvent) => void): void;
+}
+
+/** s3rver's notification (lib/models/event.js): its key is raw and its sequencer a clock reading. */
+interface S3rverEvent {
+  readonly Records: readonly {
+    readonly eventName: string;
+    readonly s3: {
+      readonly bucket: { readonly name: string };
+      readonly object: { readonly key: string; readonly size?: number; readonly eTag?: string };
+    };
+  }[];
 }
 type S3rverConstructor = new (options: {
   port: number;
@@ -60,6 +85,20 @@ export async function startLoopbackS3(
       forcePathStyle: true,
       region: 'us-east-1',
       credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    },
+    onChange(listener) {
+      server.on('event', (event) => {
+        for (const record of event.Records) {
+          const { key, size, eTag } = record.s3.object;
+          listener({
+            eventName: record.eventName,
+            bucket: record.s3.bucket.name,
+            key,
+            ...(size === undefined ? {} : { size }),
+            ...(eTag === undefined ? {} : { eTag }),
+          });
+        }
+      });
     },
     async close() {
       await server.close();

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { s3Notification, s3TestEvent } from '../../lib/lambda-local/event-sources';
+import { s3Notification } from '../../lib/lambda-local/event-sources';
 import { ExecutionEnvironment } from '../../lib/lambda-local/execution-environment';
 import { LocalCloud } from '../../lib/lambda-local/local-cloud';
 import { prepareRuntimeFiles } from '../../lib/lambda-local/runtime-files';
@@ -236,7 +236,6 @@ describe('the indexing path', () => {
     // Prepare
     const [a, b, c, d] = photos('Leopards', 4);
     const [e, f] = photos('bass', 2);
-    cloud.queue.send(s3TestEvent(cloud.bucket));
     await cloud.put('leopards/spotted cat 1.jpg', a!);
     await cloud.put('leopards/ökapi+2.jpg', b!);
     await cloud.put('leopards/3.jpg', c!);
@@ -246,6 +245,11 @@ describe('the indexing path', () => {
     await cloud.put('leopards/gone.jpg', d!);
     await cloud.remove('leopards/gone.jpg');
     for (let i = 0; i < 6; i++) await cloud.put(`more/leopard ${i}.jpg`, photos('Leopards', 12)[6 + i]!);
+    await cloud.put(
+      'notes/readme.txt',
+      Buffer.from('not an image suffix: S3 sends no notification'),
+      'text/plain',
+    );
 
     // Act
     const batches = await cloud.drain();
@@ -254,7 +258,8 @@ describe('the indexing path', () => {
     expect(batches.every((batch) => batch.records <= cloud.batchSize && batch.failed.length === 0)).toBe(
       true,
     );
-    // 15 notifications: the test event, 13 PUTs and one DELETE.
+    // 15 notifications: S3's test event (sent at deploy), 13 PUTs of .jpg keys and one DELETE.
+    expect(cloud.notified).not.toContain('notes/readme.txt');
     expect(batches.length).toBe(Math.ceil(15 / cloud.batchSize));
     const listed = await cloud.s3Client.send(new ListObjectsV2Command({ Bucket: cloud.bucket }));
     const inBucket = (listed.Contents ?? []).map((o) => o.Key!).sort();
@@ -265,9 +270,9 @@ describe('the indexing path', () => {
       cloud.bucket,
     ]);
     expect(rows.rows.map((r) => r.key)).toEqual(
-      inBucket.filter((k) => k !== 'broken/not a photo.jpg').sort(),
+      inBucket.filter((k) => k !== 'broken/not a photo.jpg' && k !== 'notes/readme.txt').sort(),
     );
-    expect(inBucket).toHaveLength(12);
+    expect(inBucket).toHaveLength(13);
     expect(failures.rows.map((r) => r.key)).toEqual(['broken/not a photo.jpg']);
     const cold = cloud.functions.indexer.invocations.filter((i) => i.cold);
     expect(cold).toHaveLength(1);
@@ -433,6 +438,7 @@ describe('the query path', () => {
 
     // Assess
     expect(ticket.status).toBe(201);
+    expect(cloud.notified).not.toContain(key);
     expect(put.status).toBe(200);
     expect(reply.status).toBe(200);
     expect((json(reply.body) as { hits: { key: string }[] }).hits[0]!.key).toBe('fish/bass 2.jpg');
