@@ -114,3 +114,64 @@ function int64Values(tensor: onnx.ITensorProto): number[] {
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   return Array.from({ length: raw.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
 }
+
+/**
+ * The same graph with every ConstantOfShape weight (light_resnet50's stand-in for an initializer) as a
+ * real float32 initializer of that shape: a file the size of the real model (about 100 MB for
+ * ResNet50), so loading it (reading, checking, parsing, placing the weights) costs what the real one
+ * does. Small pseudo-random values; the outputs are meaningless.
+ */
+export function materializedFloat(modelBytes: Uint8Array): Uint8Array {
+  const model = onnx.ModelProto.decode(modelBytes);
+  const graph = model.graph!;
+  const initializers = (graph.initializer ??= []);
+  const shapes = new Map(initializers.map((t) => [t.name!, t]));
+  const nodes: onnx.INodeProto[] = [];
+  // BatchNormalization's inputs get neutral values (scale 1, bias 0, mean 0, variance 1) and
+  // convolution weights He-scaled ones, so activations stay finite through the 50 layers.
+  const batchNorm = new Map<string, number>();
+  for (const node of graph.node ?? []) {
+    if (node.opType === 'BatchNormalization') {
+      (node.input ?? []).slice(1, 5).forEach((name, i) => batchNorm.set(name, [1, 0, 0, 1][i]!));
+    }
+  }
+  let seed = 1;
+  const uniform = () => {
+    seed = (seed * 1_103_515_245 + 12_345) >>> 0;
+    return (seed >>> 8) / 16_777_216 - 0.5;
+  };
+  for (const node of graph.node ?? []) {
+    const shape = node.opType === 'ConstantOfShape' ? shapes.get(node.input![0]!) : undefined;
+    if (!shape) {
+      nodes.push(node);
+      continue;
+    }
+    const name = node.output![0]!;
+    const dims = int64Values(shape);
+    const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    const neutral = batchNorm.get(name);
+    if (neutral !== undefined) values.fill(neutral);
+    else {
+      const fanIn = dims.length === 4 ? dims[1]! * dims[2]! * dims[3]! : (dims[1] ?? 1);
+      const bound = Math.sqrt(6 / fanIn);
+      for (let i = 0; i < values.length; i++) values[i] = 2 * bound * uniform();
+    }
+    initializers.push(
+      onnx.TensorProto.create({
+        name,
+        dataType: onnx.TensorProto.DataType.FLOAT,
+        dims,
+        rawData: new Uint8Array(values.buffer),
+      }),
+    );
+  }
+  graph.node = nodes;
+  // IR version 3 wants every initializer listed as a graph input, which keeps onnxruntime from
+  // treating it as a constant; from 4 on they need not be, so only the image stays an input.
+  if (Number(model.irVersion ?? 0) < 4) model.irVersion = 4;
+  const used = new Set(nodes.flatMap((node) => node.input ?? []));
+  graph.initializer = initializers.filter((t) => used.has(t.name!));
+  const constants = new Set(initializers.map((t) => t.name));
+  graph.input = (graph.input ?? []).filter((input) => !constants.has(input.name));
+  return onnx.ModelProto.encode(model).finish();
+}

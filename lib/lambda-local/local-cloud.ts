@@ -52,7 +52,7 @@ export interface LocalCloudOptions {
   /** Host folders the functions must not see (default: the repository's parent and the home folder). */
   readonly hide?: readonly string[];
   readonly region?: string;
-  readonly log?: (functionName: string, line: string) => void;
+  readonly log?: ((functionName: string, line: string) => void) | undefined;
   /** Keep the stage's OMPF_MIN_PGVECTOR even when the local pgvector is older (the refusal test). */
   readonly keepPgvectorFloor?: boolean;
 }
