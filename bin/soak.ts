@@ -4,7 +4,9 @@
  * Options: --events N --keys N --seconds N --seed N, or --short (the CI preset); --database-url URL
  * to run on PostgreSQL + pgvector (a schema of its own, dropped afterwards); --restart-command CMD to
  * restart that server mid-batch (e.g. 'bash scripts/ci/restart-postgres.sh': pg_ctl restart -m fast;
- * use a cluster of its own, every other client of it sees the restarts too). Exits 1 on any mismatch
+ * use a cluster of its own, every other client of it sees the restarts too); --harness to run the
+ * deployed bundle on Node.js 24 through the Lambda runtime harness (root; needs --database-url, a
+ * superuser URL: the harness makes database `ompf` there). Exits 1 on any mismatch
  * between the index and the bucket.
  */
 import { DEFAULT_PRESET, defaultModelsDir, runSoak, SHORT_PRESET } from '../lib/soak/soak';
@@ -39,14 +41,19 @@ async function main(): Promise<number> {
     restartCommand: text(args, 'restart-command'),
     maxRestarts: option(args, 'max-restarts') ?? (preset === SHORT_PRESET ? 3 : 10),
     log: (line: string) => process.stderr.write(`${line}\n`),
+    target: args.includes('--harness') ? ('harness' as const) : ('in-process' as const),
   };
   const shown = { ...options, log: undefined, databaseUrl: options.databaseUrl ? '(set)' : undefined };
+  if (options.target === 'harness' && !options.databaseUrl) {
+    throw new Error('--harness runs the bundle against PostgreSQL: give --database-url (a superuser URL).');
+  }
   if (options.restartCommand && !options.databaseUrl) {
     throw new Error('--restart-command restarts a PostgreSQL server: give --database-url too.');
   }
   process.stderr.write(`soak: ${JSON.stringify(shown)}\n`);
   const report = await runSoak(options);
   const lines = [
+    `runtime ${report.runtime}`,
     `engine ${report.engine}, events ${report.events}, deliveries ${report.deliveries}, batches ${report.batches}, retries ${report.retries} (${report.engine === 'postgresql' ? `${report.failedByRestart} records failed by a server restart mid-batch` : 'store reopened between batches'}), dead-lettered ${report.deadLettered}`,
     `faults: ${Object.entries(report.faults)
       .map(([kind, count]) => `${kind} ${count}`)

@@ -53,6 +53,10 @@ export interface LocalCloudOptions {
   readonly hide?: readonly string[];
   readonly region?: string;
   readonly log?: ((functionName: string, line: string) => void) | undefined;
+  /** Raise S3 notifications for bucket changes (default true; the soak sends its own). */
+  readonly notifications?: boolean;
+  /** Put something between the functions and the loopback S3 (the soak's fault proxy). */
+  readonly functionS3Endpoint?: (endpoint: string) => Promise<string>;
   /** Keep the stage's OMPF_MIN_PGVECTOR even when the local pgvector is older (the refusal test). */
   readonly keepPgvectorFloor?: boolean;
 }
@@ -121,7 +125,10 @@ export class LocalCloud {
     ]);
     // The two additions to the template's variables: where the loopback S3 and Secrets Manager are.
     // OMPF_S3_ENDPOINT is the product's own setting for S3-compatible endpoints; the other is the SDK's.
-    const additions = { OMPF_S3_ENDPOINT: s3.endpoint, AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint };
+    const additions = {
+      OMPF_S3_ENDPOINT: options.functionS3Endpoint ? await options.functionS3Endpoint(s3.endpoint) : s3.endpoint,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint,
+    };
     const hide = options.hide ?? [join(options.repoRoot, '..'), process.env.HOME ?? '/root'];
     const make = (construct: string) => {
       const definition = assembly.lambdaFunction(assembly.logicalIdOf(construct));
@@ -216,7 +223,7 @@ export class LocalCloud {
     // Every change to the bucket, by the driver or by any S3 client (a presigned upload, the aws CLI),
     // raises the notification S3 would send, if the stack's notification rules select it.
     s3.onChange((change) => {
-      if (change.bucket !== bucket) return;
+      if (change.bucket !== bucket || options.notifications === false) return;
       if (!rules.some((rule) => notificationMatches(rule, change.eventName, change.key))) return;
       cloud.notified.push(change.key);
       queue.send(s3Notification({ ...change, sequencer: cloud.nextSequencer() }, region));

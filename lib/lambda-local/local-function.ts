@@ -63,6 +63,13 @@ export class LocalFunction {
     return record;
   }
 
+  /** Kills every environment that is running an invocation now (its process dies mid-batch). */
+  crash(): number {
+    const busy = [...this.all].filter((e) => !this.idle.includes(e) && e.alive);
+    for (const environment of busy) environment.kill();
+    return busy.length;
+  }
+
   /** Discards every environment (the next invocation is a cold start), as a deployment does. */
   async reset(): Promise<void> {
     this.idle.length = 0;

@@ -5,8 +5,9 @@ import { FAULT_KINDS, runSoak, SHORT_PRESET, type SoakReport } from '../../lib/s
 import { MODELS_DIR, testDatabaseUrl } from '../helpers/shared';
 
 /**
- * The short preset of `npm run soak`, in-process: the real indexing handler, s3rver on loopback and
- * PGlite, with duplicates, reordering, corrupt and truncated images, deletions before processing,
+ * The short preset of `npm run soak`, in-process (the real indexing handler, s3rver on loopback and
+ * PGlite or PostgreSQL) and through the Lambda runtime harness (the synthesized bundle and layers on
+ * Node.js 24, a TLS PostgreSQL), with duplicates, reordering, corrupt and truncated images, deletions before processing,
  * crashes mid-batch, transient S3 errors, slow responses, dropped connections, database restarts and
  * poison messages.
  */
@@ -57,11 +58,13 @@ async function privateCluster(): Promise<{ url: string; restartCommand: string; 
  */
 testDatabaseUrl();
 const ENGINES = [
-  { name: 'PGlite', postgres: false },
-  { name: 'PostgreSQL', postgres: true },
-];
+  { name: 'PGlite', postgres: false, target: 'in-process' },
+  { name: 'PostgreSQL', postgres: true, target: 'in-process' },
+  // The deployed bundle on Node.js 24 through the Lambda runtime harness (lib/lambda-local).
+  { name: 'PostgreSQL, through the Lambda harness', postgres: true, target: 'harness' },
+] as const;
 
-describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgres }) => {
+describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgres, target }) => {
   let report: SoakReport;
 
   beforeAll(async () => {
@@ -76,11 +79,12 @@ describe.each(ENGINES)('fault-injection soak (short preset) on $name', ({ postgr
         databaseUrl: cluster?.url,
         restartCommand: cluster?.restartCommand,
         maxRestarts: 3,
+        target,
       });
     } finally {
       cluster?.stop();
     }
-  }, 120_000);
+  }, 300_000);
 
   it('injects every fault kind at least once', () => {
     // Assess
