@@ -29,8 +29,10 @@ export async function synthStage(options: SynthOptions): Promise<string> {
     });
   } catch (error) {
     const { stderr } = error as { stderr?: string };
-    const detail = (stderr ?? (error as Error).message).trim();
-    throw new Error(`cdk synth of stage ${options.stage} failed: ${detail.split('\n').slice(-8).join('\n')}`);
+    const detail = (stderr ?? (error as Error).message).trim().split('\n');
+    // CDK prints its own stack first; the line that says what failed starts with «ErrorName».
+    const reason = detail.find((line) => /^«\w+»/.test(line.trim())) ?? detail.slice(-8).join('\n');
+    throw new Error(`cdk synth of stage ${options.stage} failed: ${reason.trim()}`);
   }
   return `Ompf-${options.stage}`;
 }

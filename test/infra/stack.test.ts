@@ -397,3 +397,35 @@ describe('model layer', () => {
     );
   });
 });
+
+describe('a custom model in the cloud', () => {
+  it('ships its spec in the model layer and names it as OMPF_MODEL; the migrate step gets that layer, not the native one', () => {
+    // Prepare: a custom spec naming the shared mobilenet file by an absolute path (meaningless in Lambda)
+    const dir = mkdtempSync(join(tmpdir(), 'ompf-custom-'));
+    const specFile = join(dir, 'my-model.json');
+    const builtin = resolveModelSpec('mobilenetv2-int8');
+    writeFileSync(
+      specFile,
+      JSON.stringify({
+        id: 'my-model',
+        file: join(MODELS_DIR, builtin.file),
+        sha256: builtin.accepted[1]!.sha256,
+        dimension: builtin.dimension,
+      }),
+    );
+
+    // Act
+    const { template } = synthStage('dev', { model: specFile });
+
+    // Assess
+    const resources = (template.toJSON() as { Resources: Resources }).Resources;
+    const functions = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function');
+    const ours = functions.filter(([id]) => /^(IndexImages|Search|Migrate)[0-9A-F]{8}$/.test(id));
+    expect(ours).toHaveLength(3);
+    for (const [id, fn] of ours) {
+      const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+      expect(variables.OMPF_MODEL).toBe('/opt/models/model-spec.json');
+      expect(fn.Properties.Layers).toHaveLength(id.startsWith('Migrate') ? 1 : 2);
+    }
+  });
+});
