@@ -126,7 +126,9 @@ export class LocalCloud {
     // The two additions to the template's variables: where the loopback S3 and Secrets Manager are.
     // OMPF_S3_ENDPOINT is the product's own setting for S3-compatible endpoints; the other is the SDK's.
     const additions = {
-      OMPF_S3_ENDPOINT: options.functionS3Endpoint ? await options.functionS3Endpoint(s3.endpoint) : s3.endpoint,
+      OMPF_S3_ENDPOINT: options.functionS3Endpoint
+        ? await options.functionS3Endpoint(s3.endpoint)
+        : s3.endpoint,
       AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint,
     };
     const hide = options.hide ?? [join(options.repoRoot, '..'), process.env.HOME ?? '/root'];
