@@ -178,18 +178,18 @@ export class ExecutionEnvironment {
     this.memoryTimer = setInterval(() => this.sampleMemory(), 50);
   }
 
-  /** The mount namespace: bundle, layers and runtime in place, the repository and home out of sight. */
+  /**
+   * The mount namespace: bundle, layers and runtime in place, the repository and home out of sight.
+   * Every source is first bound under a staging tmpfs on /mnt (they may live anywhere, under /var or
+   * /tmp too), then moved to its place once /var, /opt and /tmp are fresh tmpfs of the namespace's own.
+   */
   private mountScript(): string {
     const o = this.options;
     const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-    const lines = [
-      'set -euo pipefail',
-      'mount -t tmpfs -o mode=0755 tmpfs /var',
-      'mkdir -p /var/task /var/runtime /var/lang',
-      `mount --bind -o ro ${q(o.codeDir)} /var/task`,
-      `mount --bind -o ro ${q(o.runtime.runtimeDir)} /var/runtime`,
-      `mount --bind -o ro ${q(o.runtime.nodeDir)} /var/lang`,
-      'mount -t tmpfs -o mode=0755 tmpfs /opt',
+    const places: [source: string, target: string][] = [
+      [o.codeDir, '/var/task'],
+      [o.runtime.runtimeDir, '/var/runtime'],
+      [o.runtime.nodeDir, '/var/lang'],
     ];
     // Lambda extracts the layers into /opt in order; here each top-level folder of a layer is bound.
     const taken = new Set<string>();
@@ -201,16 +201,28 @@ export class ExecutionEnvironment {
           );
         }
         taken.add(entry);
-        lines.push(
-          `mkdir -p /opt/${q(entry)}`,
-          `mount --bind -o ro ${q(join(layer, entry))} /opt/${q(entry)}`,
-        );
+        places.push([join(layer, entry), `/opt/${entry}`]);
       }
     }
-    lines.push('mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp');
-    for (const dir of o.hide)
-      if (existsSync(dir)) lines.push(`mount -t tmpfs -o size=1m,mode=0755 tmpfs ${q(dir)}`);
-    lines.push('cd /var/task', 'exec /var/lang/bin/node /var/runtime/index.mjs');
+    const lines = ['set -euo pipefail', 'mount -t tmpfs -o mode=0755 tmpfs /mnt'];
+    places.forEach(([source], i) =>
+      lines.push(`mkdir /mnt/${i}`, `mount --bind -o ro ${q(source)} /mnt/${i}`),
+    );
+    // Covering these hides only the host's view of them (the sources are bound already). Under /tmp
+    // there is nothing to cover: the function gets a /tmp of its own.
+    for (const dir of o.hide) {
+      if (dir === '/tmp' || dir.startsWith('/tmp/') || !existsSync(dir)) continue;
+      lines.push(`mount -t tmpfs -o size=1m,mode=0755 tmpfs ${q(dir)}`);
+    }
+    lines.push(
+      'mount -t tmpfs -o mode=0755 tmpfs /var',
+      'mount -t tmpfs -o mode=0755 tmpfs /opt',
+      'mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp',
+    );
+    places.forEach(([, target], i) =>
+      lines.push(`mkdir -p ${q(target)}`, `mount --move /mnt/${i} ${q(target)}`),
+    );
+    lines.push('umount /mnt', 'cd /var/task', 'exec /var/lang/bin/node /var/runtime/index.mjs');
     return lines.join('\n');
   }
 
