@@ -84,6 +84,7 @@ const RESERVED = new Set([
 ]);
 
 const API = '/2018-06-01/runtime';
+const INVOCATION_PATH = /^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/;
 
 /** The execution role's temporary credentials every function gets: made up, known to the loopback S3. */
 export const FUNCTION_CREDENTIALS = {
@@ -354,7 +355,7 @@ export class ExecutionEnvironment {
         this.dispatch();
         return;
       }
-      const invocation = new RegExp(`^${API}/invocation/([^/]+)/(response|error)$`).exec(url);
+      const invocation = url.match(INVOCATION_PATH);
       if (request.method === 'POST' && invocation) {
         if (invocation[1] !== this.current?.requestId) {
           response.writeHead(400, { 'content-type': 'application/json' });

@@ -55,23 +55,30 @@ export async function prepareLambdaDatabase(
     const caFile = join(tlsDir, 'ca.crt');
     if (!existsSync(caFile)) makeCertificates(tlsDir, url.hostname);
     if ((await setting('ssl')) !== 'on') {
-      await admin.query(`ALTER SYSTEM SET ssl_cert_file = '${join(tlsDir, 'server.crt')}'`);
-      await admin.query(`ALTER SYSTEM SET ssl_key_file = '${join(tlsDir, 'server.key')}'`);
+      // ALTER SYSTEM takes no parameters: the paths go in as quoted literals.
+      const certFile = admin.escapeLiteral(join(tlsDir, 'server.crt'));
+      const keyFile = admin.escapeLiteral(join(tlsDir, 'server.key'));
+      await admin.query(`ALTER SYSTEM SET ssl_cert_file = ${certFile}`);
+      await admin.query(`ALTER SYSTEM SET ssl_key_file = ${keyFile}`);
       await admin.query('ALTER SYSTEM SET ssl = on');
     }
+    // The rules name the harness's database only: other databases of the cluster (the test suites'
+    // own, where these roles log in without TLS) keep the cluster's rules. Rewritten at every start.
     const hbaFile = await setting('hba_file');
     const hba = readFileSync(hbaFile, 'utf8');
-    if (!hba.includes(HBA_BEGIN)) {
-      const rules = [
-        HBA_BEGIN,
-        `hostnossl all ompf_indexer,ompf_query,${ADMIN} all reject`,
-        `hostssl all ${ADMIN} all scram-sha-256`,
-        '# RDS IAM authentication stand-in: the token is not checked here.',
-        'hostssl all ompf_indexer,ompf_query all trust',
-        HBA_END,
-      ];
-      writeFileSync(hbaFile, `${rules.join('\n')}\n${hba}`);
-    }
+    const begin = hba.indexOf(HBA_BEGIN);
+    const end = hba.indexOf(HBA_END);
+    const others =
+      begin >= 0 && end > begin ? hba.slice(0, begin) + hba.slice(end + HBA_END.length + 1) : hba;
+    const rules = [
+      HBA_BEGIN,
+      `hostnossl ${database} ompf_indexer,ompf_query,${ADMIN} all reject`,
+      `hostssl ${database} ${ADMIN} all scram-sha-256`,
+      '# RDS IAM authentication stand-in: the token is not checked here.',
+      `hostssl ${database} ompf_indexer,ompf_query all trust`,
+      HBA_END,
+    ];
+    writeFileSync(hbaFile, `${rules.join('\n')}\n${others}`);
     await admin.query('SELECT pg_reload_conf()');
     for (let attempt = 0; (await setting('ssl')) !== 'on'; attempt++) {
       if (attempt > 50) throw new Error('PostgreSQL did not turn TLS on (see its server log).');
@@ -79,11 +86,13 @@ export async function prepareLambdaDatabase(
     }
     const adminPassword = randomBytes(18).toString('base64url');
     const role = await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [ADMIN]);
-    // A literal (ALTER ROLE takes no parameters); the password is base64url, nothing to escape.
-    const clause = `LOGIN SUPERUSER PASSWORD '${adminPassword}'`;
-    await admin.query(role.rowCount ? `ALTER ROLE ${ADMIN} ${clause}` : `CREATE ROLE ${ADMIN} ${clause}`);
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${database} OWNER ${ADMIN}`);
+    // CREATE / ALTER ROLE and CREATE DATABASE take no parameters: quoted literals and identifiers.
+    const password = admin.escapeLiteral(adminPassword);
+    const name = admin.escapeIdentifier(database);
+    if (role.rowCount) await admin.query(`ALTER ROLE ompf_lambda_admin LOGIN SUPERUSER PASSWORD ${password}`);
+    else await admin.query(`CREATE ROLE ompf_lambda_admin LOGIN SUPERUSER PASSWORD ${password}`);
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${name} OWNER ompf_lambda_admin`);
     const offered = await admin.query<{ v: string }>(
       "SELECT default_version AS v FROM pg_available_extensions WHERE name = 'vector'",
     );

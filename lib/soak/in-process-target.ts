@@ -120,16 +120,16 @@ export async function inProcessTarget(options: InProcessOptions): Promise<SoakTa
     // A schema of its own, named from digits only (the one identifier the soak writes into SQL).
     const schema = `ompf_soak_${process.pid}_${Date.now()}`;
     if (!/^ompf_soak_\d+_\d+$/.test(schema)) throw new Error(`Unexpected schema name ${schema}`);
-    const withAdmin = async (statement: string) => {
+    const withAdmin = async (work: (connection: SqlClient) => Promise<void>) => {
       const connection = PostgresSqlClient.connect(databaseUrl, { maxConnections: 1 });
       try {
-        await connection.exec(statement);
+        await work(connection);
       } finally {
         await connection.close();
       }
     };
-    await withAdmin(`CREATE SCHEMA ${schema}`);
-    cleanUp = () => withAdmin(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await withAdmin((c) => c.exec(`CREATE SCHEMA ${schema}`));
+    cleanUp = () => withAdmin((c) => c.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
     const url = new URL(databaseUrl);
     url.searchParams.set('options', `-c search_path=${schema},public`);
     // The pool the Lambdas use (resilientPool), so restarts exercise the production connection path.

@@ -15,9 +15,13 @@ const VETTED: Record<string, readonly string[]> = {
   'lib/adapters/store/search-strategies.ts': ['filter', 'HNSW_INDEX', 'BITS_HNSW_INDEX'],
   // The SqlClient implementations hand the caller's text to the driver.
   'lib/adapters/store/sql-client.ts': ['text', 'script'],
-  // The soak's fault-injecting wrapper around a SqlClient hands the caller's text through.
-  // and creates and drops its own schema, named from digits only.
-  'lib/soak/soak.ts': ['text', 'script', 'schema'],
+  // The soak's fault-injecting wrapper around a SqlClient hands the caller's text through,
+  'lib/soak/faulty-sql-client.ts': ['text', 'script'],
+  // and creates and drops its own schema, named from digits only (checked against /^ompf_soak_\d+_\d+$/).
+  'lib/soak/in-process-target.ts': ['schema'],
+  // The Lambda harness's cluster set-up: statements without parameters (ALTER SYSTEM, CREATE ROLE,
+  // CREATE DATABASE) get values quoted by the driver's escapeLiteral / escapeIdentifier.
+  'lib/lambda-local/loopback-database.ts': ['certFile', 'keyFile', 'password', 'name'],
   // Migration files shipped with the package (lib/adapters/store/migrations/*.sql).
   'lib/adapters/store/migrator.ts': ['migration.sql'],
 };
