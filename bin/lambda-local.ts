@@ -13,6 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
@@ -56,7 +57,7 @@ program
   .option('--stage <name>', 'stage of cdk.json', 'dev')
   .option('--model <name>', "model (a built-in name or a spec .json); the stage's own by default")
   .option('--models-dir <dir>', 'where the model file is read from at synth', defaultModels)
-  .option('--port <port>', 'port of the local API endpoint', '3100')
+  .option('--port <port>', 'port of the local API endpoint (0: any free port)', '3100')
   .option('--database-url <url>', 'superuser URL of a PostgreSQL + pgvector cluster (else one is started)')
   .option('--pg-port <port>', 'port for the cluster started when --database-url is not given', '54330')
   .option('--quiet', "do not print the functions' log lines")
@@ -124,6 +125,7 @@ program
         });
       });
       await new Promise<void>((done) => server.listen(Number(options.port), '127.0.0.1', done));
+      const port = (server.address() as AddressInfo).port;
       // The event source mapping polls continuously.
       let stopping = false;
       const poll = async () => {
@@ -137,7 +139,7 @@ program
         }
       };
       const polling = poll();
-      const api = `http://127.0.0.1:${options.port}/${stageName}`;
+      const api = `http://127.0.0.1:${port}/${stageName}`;
       process.stdout.write(
         [
           '',
@@ -151,11 +153,14 @@ program
           '  Search with one:',
           `    curl -sS -X POST -H 'x-api-key: ${cloud.apiKey}' -H 'content-type: image/jpeg' --data-binary @photo.jpg '${api}/search?n=5'`,
           '',
-          'Ctrl-C stops it.',
+          'Ctrl-C (or SIGTERM) stops it.',
           '',
         ].join('\n'),
       );
-      await new Promise<void>((done) => process.once('SIGINT', () => done()));
+      await new Promise<void>((done) => {
+        process.once('SIGINT', () => done());
+        process.once('SIGTERM', () => done());
+      });
       stopping = true;
       await polling;
       server.close();
