@@ -9,8 +9,9 @@
  *   would send, onto the queue (event-sources.ts), which the event source mapping delivers in the
  *   template's batch size with partial batch responses, visibility timeout and redrive;
  * - the database is a local PostgreSQL + pgvector reached over verified TLS, the admin through the
- *   stack's secret (Secrets Manager on loopback), the functions as their own roles as with RDS IAM
- *   authentication (loopback-database.ts: the token itself is not checked);
+ *   stack's secret (Secrets Manager on loopback), the functions as their own roles with RDS IAM
+ *   authentication tokens (loopback-database.ts: checked for endpoint, role and signing key, the
+ *   signature itself not verified);
  * - the REST API with its API key, routes, binary media types and gateway responses (api-gateway.ts);
  * - deployment: the migrate function gets the CloudFormation Create event its custom resource sends.
  *
@@ -92,7 +93,9 @@ export class LocalCloud {
     const region = options.region ?? 'eu-west-1';
     const assembly = CloudAssembly.read(options.cdkOut, options.stackName);
     const stage = options.stackName.replace(/^Ompf-/, '').toLowerCase();
-    const database = await prepareLambdaDatabase(options.superuserDatabaseUrl);
+    const database = await prepareLambdaDatabase(options.superuserDatabaseUrl, {
+      accessKeyId: FUNCTION_CREDENTIALS.accessKeyId,
+    });
     const runtime = prepareRuntimeFiles(options.repoRoot, database.caFile);
 
     const galleryId = assembly.logicalIdOf('Gallery');

@@ -13,9 +13,12 @@ import pg from 'pg';
  *   that CA, as Lambda's holds the RDS CAs;
  * - the admin user of the stage's secret (`ompf_lambda_admin`, a fresh password per run) logs in with
  *   scram-sha-256 over TLS only;
- * - the function roles (ompf_indexer, ompf_query, created by the migrate step) log in over TLS only.
- *   RDS checks their IAM token; nothing here can (it is AWS's signature), so `trust` stands in for
- *   that check. The functions still sign a real token with the environment's credentials.
+ * - the function roles (ompf_indexer, ompf_query, created by the migrate step) log in over TLS only,
+ *   with an RDS IAM authentication token as the password, as on RDS: PostgreSQL asks for it (PAM,
+ *   service `ompf-lambda-iam`) and a check script accepts a token only if it is one RDS would be
+ *   sent: a presigned `connect` request for this host, port and role, signed (SigV4) with the
+ *   functions' access key and session token. The signature itself is not verified (that is AWS's);
+ *   each accepted login is logged (`iamLog`), so a test can tell the token path was taken.
  *
  * The database is the stack's name (`ompf`), dropped and created again at each start: one harness
  * per cluster at a time. Other databases and users of the cluster are not affected.
@@ -32,6 +35,32 @@ export interface LambdaDatabase {
   readonly inspectUrl: string;
   /** The pgvector version the cluster offers. */
   readonly pgvector: string;
+  /** One line per IAM-token login accepted or refused: `<role> ok|refused`. */
+  readonly iamLog: string;
+}
+
+export interface TokenExpectation {
+  /** The access key id the functions sign with. */
+  readonly accessKeyId: string;
+}
+
+const PAM_SERVICE = 'ompf-lambda-iam';
+
+/** The PAM check (pam_exec with expose_authtok: the password on stdin, the role in PAM_USER). */
+function tokenCheckScript(host: string, port: number, accessKeyId: string, log: string): string {
+  return `#!/bin/sh
+# ompf Lambda harness: accept an RDS IAM authentication token for this database endpoint and role.
+token=$(cat | tr -d '\\000')
+ok=1
+case "$token" in "${host}:${port}/?"*) ;; *) ok=0 ;; esac
+for part in "Action=connect" "DBUser=$PAM_USER" "X-Amz-Algorithm=AWS4-HMAC-SHA256" "X-Amz-Credential=${accessKeyId}%2F" "X-Amz-Security-Token=" "X-Amz-SignedHeaders=host"; do
+  case "$token" in *"$part"*) ;; *) ok=0 ;; esac
+done
+echo "$token" | grep -Eq 'X-Amz-Signature=[0-9a-f]{64}' || ok=0
+if [ $ok = 1 ]; then echo "$PAM_USER ok" >> ${log}; exit 0; fi
+echo "$PAM_USER refused" >> ${log}
+exit 1
+`;
 }
 
 const ADMIN = 'ompf_lambda_admin';
@@ -40,6 +69,7 @@ const HBA_END = '# ompf lambda harness: end';
 
 export async function prepareLambdaDatabase(
   superuserUrl: string,
+  token: TokenExpectation,
   database = 'ompf',
 ): Promise<LambdaDatabase> {
   if (!/^[a-z_][a-z0-9_]*$/.test(database)) throw new Error(`Unexpected database name ${database}.`);
@@ -62,6 +92,22 @@ export async function prepareLambdaDatabase(
       await admin.query(`ALTER SYSTEM SET ssl_key_file = ${keyFile}`);
       await admin.query('ALTER SYSTEM SET ssl = on');
     }
+    const iamLog = join(tlsDir, 'iam-logins.log');
+    const script = join(tlsDir, 'check-iam-token.sh');
+    writeFileSync(
+      script,
+      tokenCheckScript(url.hostname, Number(url.port || 5432), token.accessKeyId, iamLog),
+    );
+    writeFileSync(iamLog, '');
+    const [uid, gid] = ownerOf(dataDir);
+    chownSync(tlsDir, uid, gid);
+    chownSync(script, uid, gid);
+    chownSync(iamLog, uid, gid);
+    execFileSync('chmod', ['0755', script]);
+    writeFileSync(
+      `/etc/pam.d/${PAM_SERVICE}`,
+      `# ompf Lambda harness (lib/lambda-local/loopback-database.ts)\nauth required pam_exec.so expose_authtok quiet ${script}\naccount required pam_permit.so\n`,
+    );
     // The rules name the harness's database only: other databases of the cluster (the test suites'
     // own, where these roles log in without TLS) keep the cluster's rules. Rewritten at every start.
     const hbaFile = await setting('hba_file');
@@ -74,8 +120,8 @@ export async function prepareLambdaDatabase(
       HBA_BEGIN,
       `hostnossl ${database} ompf_indexer,ompf_query,${ADMIN} all reject`,
       `hostssl ${database} ${ADMIN} all scram-sha-256`,
-      '# RDS IAM authentication stand-in: the token is not checked here.',
-      `hostssl ${database} ompf_indexer,ompf_query all trust`,
+      '# RDS IAM authentication: a token for this endpoint and role (PAM, see loopback-database.ts).',
+      `hostssl ${database} ompf_indexer,ompf_query all pam pamservice=${PAM_SERVICE}`,
       HBA_END,
     ];
     writeFileSync(hbaFile, `${rules.join('\n')}\n${others}`);
@@ -110,6 +156,7 @@ export async function prepareLambdaDatabase(
       caFile,
       inspectUrl: inspect.toString(),
       pgvector,
+      iamLog,
     };
   } finally {
     await admin.end();
@@ -168,10 +215,17 @@ function makeCertificates(dir: string, host: string): void {
     'server.crt',
   );
   // PostgreSQL refuses a key others can read; the server runs as the postgres OS user.
-  const owner = execFileSync('stat', ['-c', '%u:%g', join(dir, '..')], { encoding: 'utf8' })
+  const [uid, gid] = ownerOf(join(dir, '..'));
+  chownSync(dir, uid, gid);
+  for (const file of ['server.key', 'server.crt', 'ca.crt']) chownSync(join(dir, file), uid, gid);
+  execFileSync('chmod', ['0600', join(dir, 'server.key')]);
+}
+
+/** The owner (uid, gid) of a path: the data directory's is the postgres OS user. */
+function ownerOf(path: string): [number, number] {
+  const [uid, gid] = execFileSync('stat', ['-c', '%u:%g', path], { encoding: 'utf8' })
     .trim()
     .split(':')
     .map(Number);
-  for (const file of ['server.key', 'server.crt', 'ca.crt']) chownSync(join(dir, file), owner[0]!, owner[1]!);
-  execFileSync('chmod', ['0600', join(dir, 'server.key')]);
+  return [uid!, gid!];
 }

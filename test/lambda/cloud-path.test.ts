@@ -229,6 +229,37 @@ describe('deployment', () => {
     );
     expect(roles.rows.map((r) => r.rolname)).toEqual(['ompf_indexer', 'ompf_query']);
   });
+
+  it('lets a function role in only over TLS and with an IAM token for its endpoint and role', async () => {
+    // Prepare
+    const login = async (ssl: boolean, password: string) => {
+      const client = new pg.Client({
+        host: cloud.database.host,
+        port: cloud.database.port,
+        database: cloud.database.database,
+        user: 'ompf_indexer',
+        password,
+        ssl: ssl ? { ca: readFileSync(cloud.database.caFile, 'utf8') } : false,
+      });
+      try {
+        await client.connect();
+        return 'connected';
+      } catch (error) {
+        return (error as Error).message;
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    };
+
+    // Act
+    const withoutTls = await login(false, 'anything');
+    const notAToken = await login(true, 'a-password');
+
+    // Assess
+    expect(withoutTls).toMatch(/pg_hba\.conf rejects connection .* no encryption/);
+    expect(notAToken).toMatch(/authentication failed for user "ompf_indexer"/);
+    expect(readFileSync(cloud.database.iamLog, 'utf8')).toMatch(/^ompf_indexer refused$/m);
+  });
 });
 
 describe('the indexing path', () => {
@@ -274,6 +305,9 @@ describe('the indexing path', () => {
     );
     expect(inBucket).toHaveLength(13);
     expect(failures.rows.map((r) => r.key)).toEqual(['broken/not a photo.jpg']);
+    // The indexer logged in as its own role with an IAM token the check accepted (no other way in).
+    expect(readFileSync(cloud.database.iamLog, 'utf8')).toMatch(/^ompf_indexer ok$/m);
+    expect(readFileSync(cloud.database.iamLog, 'utf8').match(/refused/g)).toHaveLength(1);
     const cold = cloud.functions.indexer.invocations.filter((i) => i.cold);
     expect(cold).toHaveLength(1);
     expect(cold[0]!.initMs).toBeGreaterThan(0);
