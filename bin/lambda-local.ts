@@ -126,7 +126,7 @@ program
       });
       await new Promise<void>((done) => server.listen(Number(options.port), '127.0.0.1', done));
       const port = (server.address() as AddressInfo).port;
-      // The event source mapping polls continuously.
+      // The event source mapping polls continuously (one batch per poller at a time).
       let stopping = false;
       const poll = async () => {
         while (!stopping) {
@@ -138,7 +138,9 @@ program
           } else await new Promise((done) => setTimeout(done, 500));
         }
       };
-      const polling = poll();
+      // As many pollers as the mapping's maximum concurrency (each gets its own execution environment).
+      const mapping = cloud.assembly.eventSourceMapping(cloud.functions.indexer.definition.logicalId);
+      const polling = Promise.all(Array.from({ length: mapping.maximumConcurrency ?? 1 }, () => poll()));
       const api = `http://127.0.0.1:${port}/${stageName}`;
       process.stdout.write(
         [
