@@ -181,6 +181,7 @@ program
       .choices(['mobilenetv2-int8', 'resnet50-layers', 'resnet50', 'resnet50-int8'])
       .default(['mobilenetv2-int8', 'resnet50-layers']),
   )
+  .option('--stage <name>', 'stage of cdk.json (its memory sizes)', 'dev')
   .option('--images <n>', 'photos to index', '40')
   .option('--queries <n>', 'searches by image', '20')
   .option('--cold-starts <n>', 'cold starts per function', '5')
@@ -191,6 +192,7 @@ program
   .option('--out <dir>', 'output folder', 'bench-results')
   .action(
     async (options: {
+      stage: string;
       model: string[];
       images: string;
       queries: string;
@@ -207,10 +209,11 @@ program
       const previous = existsSync(jsonFile)
         ? (JSON.parse(readFileSync(jsonFile, 'utf8')) as LambdaMeasurement[])
         : [];
-      const results = new Map(previous.map((r) => [r.model, r]));
+      const results = new Map(previous.map((r) => [`${r.stage}/${r.model}`, r]));
       for (const model of options.model) {
         const result = await measureLambda({
           repoRoot: REPO_ROOT,
+          stage: options.stage,
           model,
           modelsDir: resolve(options.modelsDir),
           datasetDir: resolve(options.datasetDir),
@@ -220,7 +223,7 @@ program
           coldStarts: Number(options.coldStarts),
           log: (line) => process.stderr.write(`${model}: ${line}\n`),
         });
-        results.set(model, result);
+        results.set(`${options.stage}/${model}`, result);
         process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       }
       mkdirSync(options.out, { recursive: true });

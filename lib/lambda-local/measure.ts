@@ -18,6 +18,8 @@ import { synthStage } from './synth';
  */
 export interface MeasureOptions {
   readonly repoRoot: string;
+  /** The cdk.json stage whose memory sizes and settings are measured. */
+  readonly stage: string;
   readonly model: string;
   readonly modelsDir: string;
   readonly datasetDir: string;
@@ -44,6 +46,7 @@ export interface FunctionFigures {
 }
 
 export interface LambdaMeasurement {
+  readonly stage: string;
   readonly model: string;
   readonly modelFileBytes: number;
   readonly at: string;
@@ -129,10 +132,10 @@ export async function measureLambda(options: MeasureOptions): Promise<LambdaMeas
       if (!spec) throw new Error(`Measure a built-in model or ${RESNET50_LAYERS.id}, not '${model}'.`);
       modelFileBytes = statSync(join(options.modelsDir, spec.file)).size;
     }
-    options.log(`synth (dev stage, model ${options.model})`);
+    options.log(`synth (stage ${options.stage}, model ${options.model})`);
     const stackName = await synthStage({
       repoRoot: options.repoRoot,
-      stage: 'dev',
+      stage: options.stage,
       model,
       modelsDir: options.modelsDir,
       outDir: join(work, 'cdk.out'),
@@ -199,6 +202,7 @@ export async function measureLambda(options: MeasureOptions): Promise<LambdaMeas
       const queryFigures = figures(query);
       const migrateFigures = figures(migrate);
       return {
+        stage: options.stage,
         model: options.model,
         modelFileBytes,
         at: new Date().toISOString(),
@@ -250,13 +254,13 @@ export function lambdaMarkdown(results: readonly LambdaMeasurement[]): string {
     "through the Runtime API, in a mount namespace; milliseconds, p50 (p95). The function gets the machine's cores, not",
     "Lambda's share for its memory size, and no layer download or unzip is counted: on AWS, cold starts are longer.",
     '',
-    '| model | function | memory used / size | cold start = init + first invocation | warm invocation | unzipped with layers (limit 250 MB) |',
-    '|---|---|---|---|---|---|',
+    '| stage | model | function | memory used / size | cold start = init + first invocation | warm invocation | unzipped with layers (limit 250 MB) |',
+    '|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     const row = (name: string, f: FunctionFigures, warm: string) =>
       lines.push(
-        `| ${r.model} | ${name} | ${Math.round(f.maxMemoryMiB)} / ${f.memorySizeMiB} MiB (${Math.round(f.memoryShare * 100)} %) | ${ms(f.coldStartMs)} = ${ms(f.initMs)} + ${ms(f.firstInvocationMs)} | ${warm} | ${mb(f.unzippedBytes)} |`,
+        `| ${r.stage} | ${r.model} | ${name} | ${Math.round(f.maxMemoryMiB)} / ${f.memorySizeMiB} MiB (${Math.round(f.memoryShare * 100)} %) | ${ms(f.coldStartMs)} = ${ms(f.initMs)} + ${ms(f.firstInvocationMs)} | ${warm} | ${mb(f.unzippedBytes)} |`,
       );
     row(
       'indexer',
@@ -265,12 +269,12 @@ export function lambdaMarkdown(results: readonly LambdaMeasurement[]): string {
     );
     row('query (POST /search, image)', r.query, ms(r.query.warmMs));
     lines.push(
-      `| ${r.model} | migrate | ${Math.round(r.migrate.maxMemoryMiB)} / ${r.migrate.memorySizeMiB} MiB (${Math.round(r.migrate.memoryShare * 100)} %) | ${ms(r.migrate.coldStartMs)} | | ${mb(r.migrate.unzippedBytes)} |`,
+      `| ${r.stage} | ${r.model} | migrate | ${Math.round(r.migrate.maxMemoryMiB)} / ${r.migrate.memorySizeMiB} MiB (${Math.round(r.migrate.memoryShare * 100)} %) | ${ms(r.migrate.coldStartMs)} | | ${mb(r.migrate.unzippedBytes)} |`,
     );
   }
   lines.push('');
   for (const r of results) {
-    lines.push(`- ${r.model}: measured ${r.at} on ${r.machine}.`);
+    lines.push(`- ${r.stage} / ${r.model}: measured ${r.at} on ${r.machine}.`);
     for (const note of r.notes) lines.push(`  ${note}`);
   }
   return `${lines.join('\n')}\n`;
