@@ -38,3 +38,35 @@ describe('the built ompf binary', () => {
     expect(hits.map((h) => h.key)).toEqual(['a.jpg', 'b.jpg']);
   });
 });
+
+/** The other commands a user runs (npm run soak, npm run lambda:local): each explains itself. */
+describe('the built soak and lambda:local commands', () => {
+  const bin = (name: string) => resolve(__dirname, '..', '..', 'dist', 'bin', `${name}.js`);
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+
+  it.each([
+    ['soak', ['--help'], /--restart-command[\s\S]*--harness/],
+    ['lambda-local', ['--help'], /serve \[options\][\s\S]*measure \[options\]/],
+    ['lambda-local', ['serve', '--help'], /--stage <name>[\s\S]*--port <port>/],
+    ['lambda-local', ['measure', '--help'], /--model <names\.\.\.>[\s\S]*--cold-starts <n>/],
+  ])('%s %j prints its options and exits 0', async (name, args, options) => {
+    // Act
+    const { stdout } = await run(process.execPath, [bin(name), ...args], { env });
+
+    // Assess
+    expect(stdout).toMatch(options);
+  });
+
+  it('soak refuses a bad option value at once, saying what it needs', async () => {
+    // Act
+    const failure = await run(process.execPath, [bin('soak'), '--events', 'many'], { env }).then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    );
+
+    // Assess
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toMatch(/--events <n>' argument 'many' is invalid\. a positive whole number/);
+  });
+});
