@@ -134,7 +134,8 @@ export class LocalRestApi {
     parameters: Record<string, string>,
     request: GatewayRequest,
   ): APIGatewayProxyEvent {
-    const contentType = lowerCase(request.headers)['content-type'] ?? '';
+    const headers = lowerCase(request.headers);
+    const contentType = headers['content-type'] ?? '';
     const binary = this.api.binaryMediaTypes.some((type) => mediaTypeMatches(type, contentType));
     const query = Object.keys(request.query).length > 0 ? { ...request.query } : null;
     const now = Date.now();
@@ -159,7 +160,7 @@ export class LocalRestApi {
         identity: {
           accessKey: null,
           accountId: null,
-          apiKey: lowerCase(request.headers)['x-api-key'] ?? null,
+          apiKey: headers['x-api-key'] ?? null,
           apiKeyId: null,
           caller: null,
           clientCert: null,
@@ -170,7 +171,7 @@ export class LocalRestApi {
           principalOrgId: null,
           sourceIp: '127.0.0.1',
           user: null,
-          userAgent: lowerCase(request.headers)['user-agent'] ?? null,
+          userAgent: headers['user-agent'] ?? null,
           userArn: null,
         },
         path: `/${this.api.stageName}${request.path}`,

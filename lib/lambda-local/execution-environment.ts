@@ -84,7 +84,7 @@ const RESERVED = new Set([
 ]);
 
 const API = '/2018-06-01/runtime';
-const INVOCATION_PATH = /^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/;
+const INVOCATION_PATH = new RegExp(`^${API}/invocation/([^/]+)/(response|error)$`);
 
 /** The execution role's temporary credentials every function gets: made up, known to the loopback S3. */
 export const FUNCTION_CREDENTIALS = {

@@ -60,9 +60,11 @@ export interface LambdaMeasurement {
   readonly notes: readonly string[];
 }
 
+/** Lambda: 250 MB unzipped for a function and all its layers. */
 export const LAMBDA_UNZIPPED_LIMIT = 262_144_000;
 
-function bytesUnder(path: string): number {
+/** Bytes of a file, or of every file under a folder (what a layer or bundle takes unzipped). */
+export function bytesUnder(path: string): number {
   const stat = statSync(path);
   if (!stat.isDirectory()) return stat.size;
   return readdirSync(path).reduce((sum, name) => sum + bytesUnder(join(path, name)), 0);

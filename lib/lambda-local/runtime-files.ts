@@ -66,7 +66,13 @@ export function lambdaNodeDir(repoRoot: string): string {
   }
 }
 
+/** Per CA file, the runtime folder made for it: made once per process, not once per environment. */
+const prepared = new Map<string, RuntimeFiles>();
+
 export function prepareRuntimeFiles(repoRoot: string, caCertificate: string): RuntimeFiles {
+  const key = `${repoRoot}\u0000${caCertificate}`;
+  const known = prepared.get(key);
+  if (known) return known;
   const nodeDir = lambdaNodeDir(repoRoot);
   const node = join(nodeDir, 'bin', 'node');
   const ric = join(repoRoot, 'node_modules', 'aws-lambda-ric');
@@ -86,5 +92,7 @@ export function prepareRuntimeFiles(repoRoot: string, caCertificate: string): Ru
   copyFileSync(join(ric, 'index.mjs'), join(runtimeDir, 'index.mjs'));
   copyFileSync(join(ric, 'rapid-client.node'), join(runtimeDir, 'rapid-client.node'));
   copyFileSync(caCertificate, join(runtimeDir, 'ca-cert.pem'));
-  return { nodeDir, runtimeDir };
+  const files = { nodeDir, runtimeDir };
+  prepared.set(key, files);
+  return files;
 }

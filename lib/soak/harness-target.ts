@@ -178,7 +178,6 @@ export async function harnessTarget(options: HarnessOptions): Promise<SoakTarget
       }
       let restarting: Promise<boolean> | undefined;
       if (faults.restart && restartServer) {
-        await sleep(0);
         restarting = sleep(pick(300)).then(restartServer);
         restarting.catch(() => undefined);
       }

@@ -167,27 +167,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const log = options.log ?? (() => undefined);
   const rand = random(options.seed);
   const pick = (n: number) => Math.floor(rand() * n);
+  const common = { modelsDir: options.modelsDir, restartCommand: options.restartCommand, rand, log };
   let target: SoakTarget;
   if (options.target === 'harness') {
     if (!options.databaseUrl)
       throw new Error('The soak through the Lambda harness needs a PostgreSQL: --database-url.');
     const { harnessTarget } = await import('./harness-target');
-    target = await harnessTarget({
-      modelsDir: options.modelsDir,
-      databaseUrl: options.databaseUrl,
-      restartCommand: options.restartCommand,
-      rand,
-      log,
-    });
+    target = await harnessTarget({ ...common, databaseUrl: options.databaseUrl });
   } else {
     const { inProcessTarget } = await import('./in-process-target');
-    target = await inProcessTarget({
-      modelsDir: options.modelsDir,
-      databaseUrl: options.databaseUrl,
-      restartCommand: options.restartCommand,
-      rand,
-      log,
-    });
+    target = await inProcessTarget({ ...common, databaseUrl: options.databaseUrl });
   }
 
   const bucket = target.bucket;

@@ -4,19 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BUILTIN_MODELS } from '../../lib/adapters/models/model-registry';
+import { bytesUnder, LAMBDA_UNZIPPED_LIMIT } from '../../lib/lambda-local/measure';
 import { MODELS_DIR } from '../helpers/shared';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '..', '..');
-/** Lambda: 250 MB unzipped for a function and all its layers. */
-const LAMBDA_UNZIPPED_LIMIT = 262_144_000;
-
-function bytesUnder(path: string): number {
-  const stat = statSync(path);
-  if (!stat.isDirectory()) return stat.size;
-  return readdirSync(path).reduce((sum, name) => sum + bytesUnder(join(path, name)), 0);
-}
-
 interface Manifest {
   files: Record<string, { source: { path: string } }>;
 }
