@@ -20,11 +20,7 @@ import {
 export function migrateAndGrantHandler(parts: AwsParts) {
   return createMigrateHandler(
     {
-      migrate: async () => {
-        const result = await runMigrations(parts);
-        await grantFunctionRoles(await parts.sql());
-        return result;
-      },
+      migrate: () => runMigrations(parts, grantFunctionRoles),
       maintain: () => runMaintenance(parts),
     },
     logger,

@@ -46,6 +46,8 @@ export interface ApiDependencies {
   readonly maxInlineImageBytes: number;
   /** Told of every failure answered with a 5xx (for logs); the client sees no internals. */
   readonly reportError?: (error: unknown, request: ApiRequest) => void;
+  /** GET /status in the cloud: the stage's indexes, counts, reconcile and re-index state, queues. */
+  readonly status?: () => Promise<Record<string, unknown>>;
   /** Query images too large to send inline: presigned upload, then POST /search with uploadKey. */
   readonly uploads?: {
     create(contentType: string): Promise<UploadTicket>;
@@ -98,7 +100,13 @@ const routes: Route[] = [
   { method: 'GET', segments: ['images', null, 'similar'], handler: searchByKey },
   { method: 'POST', segments: ['uploads'], handler: createUpload },
   { method: 'GET', segments: ['openapi.json'], handler: () => Promise.resolve(json(200, OPENAPI_DOCUMENT)) },
+  { method: 'GET', segments: ['status'], handler: stageStatus },
 ];
+
+async function stageStatus(_request: ApiRequest, _params: readonly string[], deps: ApiDependencies) {
+  if (!deps.status) return errorResponse(404, 'no_such_route', 'No status is available here.');
+  return json(200, await deps.status());
+}
 
 /** Route and run one request. Never throws: every failure becomes a JSON error response. */
 export async function handleApiRequest(
@@ -109,7 +117,7 @@ export async function handleApiRequest(
   try {
     const segments = request.rawPath.replace(/^\/+|\/+$/g, '').split('/');
     let pathMatched = false;
-    for (const route of [...routes, ...extraRoutes]) {
+    for (const route of [...extraRoutes, ...routes]) {
       const params = matchRoute(route, segments);
       if (!params) continue;
       pathMatched = true;

@@ -16,6 +16,7 @@ import { DEFAULT_RESULTS, MAX_QUERY_EXPANSION, MAX_RESULTS, MIN_RESULTS } from '
 import { loadConfig, type Config } from '../runtime/config';
 import { openEvaluation, openLocalEngine, openStore } from '../runtime/local';
 import { startLocalServer } from '../server/serve';
+import { addCloudCommands } from './cloud-commands';
 import { printJson, progressBar, reportError, table } from './output';
 
 interface GlobalOptions {
@@ -486,6 +487,8 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
         await Promise.resolve();
       }),
     );
+
+  addCloudCommands(program, { json, say, run });
 
   return { program, exitCode: () => exitCode };
 }

@@ -92,6 +92,13 @@ export class DependencyUnavailableError extends OmpfError {
   readonly exitCode = 69; // EX_UNAVAILABLE
 }
 
+/** A cloud stage's operation (reconcile, redrive...) ran and failed there; its logs say why. */
+export class OperationFailedError extends OmpfError {
+  readonly code = 'operation_failed';
+  readonly httpStatus = 502;
+  readonly exitCode = 70; // EX_SOFTWARE
+}
+
 /**
  * Vectors of two models (or two embedding transforms) are never compared: every service that pairs a
  * store with an embedder checks this once, at construction. `hint` says how to fix it in that runtime.

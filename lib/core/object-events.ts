@@ -1,12 +1,13 @@
 import {
   InvalidInputError,
   assertSameModel,
+  type OmpfError,
   NotFoundError,
   TooLargeError,
   UnsupportedImageError,
 } from './errors';
 import { sha256Hex } from './indexing';
-import type { Embedder, ImagePreprocessor, VectorStore } from './ports';
+import type { Embedder, ImagePreprocessor, ImageRecord, VectorStore } from './ports';
 
 /**
  * One change to one object of a bucket, as an object store reports it: already decoded (keys are
@@ -47,8 +48,22 @@ export type ObjectEventOutcome =
   | { readonly status: 'gone' }
   /** The object was overwritten after the event: the newer ObjectCreated event indexes it. */
   | { readonly status: 'superseded' }
+  /** A reconciliation check found the index already holding the object's current version. */
+  | { readonly status: 'unchanged' }
   /** The object is not an image we can index: recorded with its reason, never retried. */
-  | { readonly status: 'failed'; readonly reason: string };
+  | { readonly status: 'failed'; readonly reason: string; readonly code: string };
+
+/**
+ * A reconciliation check of one key (lib/core/reconcile.ts): bring the index in line with the object
+ * as it is now, whatever it holds. Unlike an event it carries no sequencer: its writes are
+ * compare-and-set against the sequencers already applied, so an event applied meanwhile always wins.
+ */
+export interface ObjectCheck {
+  readonly source: string;
+  readonly key: string;
+  /** The ETag the listing showed (undefined: the object was not listed, so is probably gone). */
+  readonly etag?: string | undefined;
+}
 
 /**
  * Hex sequencers of one key, compared as S3 documents: right-pad the shorter with zeros, then compare
@@ -79,6 +94,12 @@ function sameEtag(a: string | undefined, b: string | undefined): boolean {
 export interface ObjectEventIndexerOptions {
   /** Keys under these prefixes are never indexed (presigned query uploads live there). */
   readonly ignorePrefixes: readonly string[];
+  /**
+   * Other indexes of the same bucket (a cloud stage re-indexing for a new model keeps serving from the
+   * old one): removals reach them too, so the index that answers queries never shows a deleted image.
+   * Read at each event (the catalogue changes when the new index takes over).
+   */
+  readonly otherIndexes?: () => Promise<readonly VectorStore[]>;
 }
 
 /**
@@ -109,6 +130,9 @@ export class ObjectEventIndexer {
     }
     normaliseSequencer(event.sequencer);
     if (event.kind === 'removed') {
+      for (const other of (await this.options.otherIndexes?.()) ?? []) {
+        await other.removeIfNewer(event.source, event.key, event.sequencer);
+      }
       const result = await this.store.removeIfNewer(event.source, event.key, event.sequencer);
       return result.applied
         ? { status: 'removed', existed: result.existed }
@@ -125,35 +149,90 @@ export class ObjectEventIndexer {
       content = await reader.read(event.source, event.key);
     } catch (error) {
       if (error instanceof NotFoundError) return { status: 'gone' };
-      if (error instanceof TooLargeError) return this.fail(event, error.message);
+      if (error instanceof TooLargeError) return this.fail(event, error);
       throw error;
     }
     if (!sameEtag(event.etag, content.etag)) return { status: 'superseded' };
 
+    const record = await this.embedContent(event, content);
+    if (record instanceof Error) return this.fail(event, record);
+    const written = await this.store.upsertIfNewer({
+      ...record,
+      etag: event.etag ?? record.etag,
+      versionId: event.versionId ?? content.versionId,
+      sequencer: event.sequencer,
+    });
+    return written.applied ? { status: 'indexed' } : { status: 'stale', applied: written.current };
+  }
+
+  /**
+   * Reconcile one key with the object as it is now (see ObjectCheck): index it when the index lacks
+   * its current version, remove it when the object is gone, nothing when they agree. Every write is
+   * compare-and-set on the sequencer read first, so an event applied meanwhile wins ('stale').
+   */
+  async check(check: ObjectCheck, reader: ObjectReader): Promise<ObjectEventOutcome> {
+    const ignoredBy = this.options.ignorePrefixes.find((prefix) => check.key.startsWith(prefix));
+    if (ignoredBy !== undefined) {
+      return { status: 'ignored', reason: `keys under '${ignoredBy}' are query uploads` };
+    }
+    const expected = await this.store.latestSequencer(check.source, check.key);
+    const held = await this.store.indexedKey(check.source, check.key);
+    let content: ObjectContent;
+    try {
+      content = await reader.read(check.source, check.key);
+    } catch (error) {
+      if (error instanceof NotFoundError) {
+        for (const other of (await this.options.otherIndexes?.()) ?? []) {
+          await other.removeIfUnchanged(
+            check.source,
+            check.key,
+            await other.latestSequencer(check.source, check.key),
+          );
+        }
+        if (!held) return { status: 'gone' };
+        const removed = await this.store.removeIfUnchanged(check.source, check.key, expected);
+        return removed.applied
+          ? { status: 'removed', existed: removed.existed }
+          : { status: 'stale', applied: removed.current };
+      }
+      if (error instanceof TooLargeError) return this.failUnlessChanged(check, expected, error, undefined);
+      throw error;
+    }
+    const etag = unquote(content.etag);
+    if (held && held.etag !== undefined && held.etag === etag) return { status: 'unchanged' };
+    const record = await this.embedContent(check, content);
+    if (record instanceof Error) return this.failUnlessChanged(check, expected, record, content);
+    const written = await this.store.upsertIfUnchanged(
+      { ...record, versionId: content.versionId },
+      expected,
+    );
+    return written.applied ? { status: 'indexed' } : { status: 'stale', applied: written.current };
+  }
+
+  /** Decode and embed; an image we cannot index is returned as its error (recorded, never retried). */
+  private async embedContent(
+    at: { readonly source: string; readonly key: string },
+    content: ObjectContent,
+  ): Promise<ImageRecord | UnsupportedImageError | TooLargeError> {
     let image;
     try {
       image = await this.preprocessor.prepare(content.bytes);
     } catch (error) {
-      if (error instanceof UnsupportedImageError || error instanceof TooLargeError) {
-        return this.fail(event, error.message);
-      }
+      if (error instanceof UnsupportedImageError || error instanceof TooLargeError) return error;
       throw error;
     }
     const [embedding] = await this.embedder.embed([image]);
     if (!embedding) throw new Error('The embedder returned no vector.');
-    const written = await this.store.upsertIfNewer({
-      source: event.source,
-      key: event.key,
+    return {
+      source: at.source,
+      key: at.key,
       contentHash: sha256Hex(content.bytes),
-      etag: event.etag ?? content.etag?.replace(/^"|"$/g, ''),
-      versionId: event.versionId ?? content.versionId,
-      sequencer: event.sequencer,
+      etag: unquote(content.etag),
       width: image.width,
       height: image.height,
       bytes: content.bytes.byteLength,
       embedding,
-    });
-    return written.applied ? { status: 'indexed' } : { status: 'stale', applied: written.current };
+    };
   }
 
   /**
@@ -161,10 +240,31 @@ export class ObjectEventIndexer {
    * longer describes the object, so it goes (with a tombstone at this event's sequencer, so a late
    * older event cannot bring it back or clear the failure), and the failure is recorded with its reason.
    */
-  private async fail(event: ObjectEvent, reason: string): Promise<ObjectEventOutcome> {
+  private async fail(event: ObjectEvent, error: OmpfError): Promise<ObjectEventOutcome> {
     const removed = await this.store.removeIfNewer(event.source, event.key, event.sequencer);
     if (!removed.applied) return { status: 'stale', applied: removed.current };
-    await this.store.recordFailure(event.source, event.key, reason);
-    return { status: 'failed', reason };
+    await this.store.recordFailure(event.source, event.key, error.message, unquote(event.etag));
+    return { status: 'failed', reason: error.message, code: error.code };
   }
+
+  private async failUnlessChanged(
+    check: ObjectCheck,
+    expected: string | undefined,
+    error: OmpfError,
+    content: ObjectContent | undefined,
+  ): Promise<ObjectEventOutcome> {
+    const removed = await this.store.removeIfUnchanged(check.source, check.key, expected);
+    if (!removed.applied) return { status: 'stale', applied: removed.current };
+    await this.store.recordFailure(
+      check.source,
+      check.key,
+      error.message,
+      unquote(content?.etag) ?? unquote(check.etag),
+    );
+    return { status: 'failed', reason: error.message, code: error.code };
+  }
+}
+
+function unquote(etag: string | undefined): string | undefined {
+  return etag?.replace(/^"|"$/g, '');
 }

@@ -80,6 +80,69 @@ export interface StoreStats {
   readonly searchStrategy: 'exact' | 'hnsw' | 'binary';
 }
 
+/** One key as the index holds it: an image, or a failure recorded for the object version `etag`. */
+export interface IndexedKey {
+  readonly key: string;
+  readonly etag: string | undefined;
+  readonly failed: boolean;
+}
+
+/** A cloud stage's indexes (one per model id): which answers queries, which is being built. */
+export interface CatalogueEntry {
+  readonly modelId: string;
+  /** The database schema holding the index's tables. */
+  readonly schema: string;
+  readonly dimension: number;
+  readonly state: 'building' | 'active' | 'retired';
+  readonly createdAt: Date;
+  readonly activatedAt: Date | undefined;
+}
+
+export interface ReconcileRunCounts {
+  /** Objects listed that the indexer would index (image suffixes, outside the upload prefix). */
+  readonly listed: number;
+  /** Listed, not in the index. */
+  readonly missing: number;
+  /** Listed with another ETag than the index holds. */
+  readonly changed: number;
+  /** In the index, not listed. */
+  readonly gone: number;
+  readonly unchanged: number;
+  /** Checks sent to the indexing queue (missing + changed + gone). */
+  readonly enqueued: number;
+}
+
+export interface ReconcileRun {
+  readonly id: string;
+  readonly modelId: string;
+  readonly trigger: string;
+  readonly startedAt: Date;
+  readonly finishedAt: Date | undefined;
+  readonly counts: ReconcileRunCounts;
+  /** This run found the building index caught up and switched queries to it. */
+  readonly switched: boolean;
+  readonly error: string | undefined;
+}
+
+/** The last error of an object event that threw (by SQS message id), for the dead-letter listing. */
+export interface EventErrorRecord {
+  readonly messageId: string;
+  readonly source?: string | undefined;
+  readonly key?: string | undefined;
+  readonly error: string;
+  readonly attempts?: number;
+  readonly lastFailedAt?: Date;
+}
+
+/** The catalogue operations reconciliation needs (the adapter: lib/adapters/store/index-catalogue.ts). */
+export interface IndexCatalogue {
+  entries(): Promise<CatalogueEntry[]>;
+  startRun(modelId: string, trigger: string): Promise<string>;
+  finishRun(id: string, counts: ReconcileRunCounts, outcome: { switched: boolean; error?: string }): Promise<void>;
+  /** Make the building index `modelId` the active one; false when it is not the building one. */
+  switchTo(modelId: string): Promise<boolean>;
+}
+
 /**
  * The result of a write ordered by an event sequencer: applied, or refused because the key already
  * reflects an event at or after this one (`current`, the newest sequencer applied).
@@ -117,7 +180,23 @@ export interface VectorStore {
   findSources(key: string): Promise<string[]>;
   remove(source: string, keys: readonly string[]): Promise<number>;
   nearest(query: NearestQuery): Promise<Neighbour[]>;
-  recordFailure(source: string, key: string, reason: string): Promise<void>;
+  /** `etag`: of the object version that failed, so reconciliation retries it only once it changes. */
+  recordFailure(source: string, key: string, reason: string, etag?: string): Promise<void>;
+  /**
+   * What the index holds for the keys of `source` in the key range (after, upTo] (byte order, as S3
+   * lists keys; `after` undefined: from the start, `upTo` undefined: to the end), images and recorded
+   * failures alike, in key order: what reconciliation compares a page of a bucket listing with.
+   */
+  indexedKey(source: string, key: string): Promise<IndexedKey | undefined>;
+  indexedRange(source: string, after: string | undefined, upTo: string | undefined): Promise<IndexedKey[]>;
+  /**
+   * Compare-and-set writes for reconciliation, which learns of objects from a listing, not from an
+   * event with a sequencer: applied only while the newest sequencer applied to the key is still
+   * `expected` (undefined: none), so any event applied meanwhile wins. The row keeps `expected` as its
+   * sequencer, so every later event of the key still orders after it.
+   */
+  upsertIfUnchanged(record: ImageRecord, expected: string | undefined): Promise<SequencedWrite>;
+  removeIfUnchanged(source: string, key: string, expected: string | undefined): Promise<SequencedWrite>;
   /**
    * Event-ordered writes for object stores that deliver events at least once and out of order (S3).
    * The newest sequencer applied to (source, key): its image's, or its deletion's (a tombstone).

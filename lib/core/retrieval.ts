@@ -35,6 +35,18 @@ export function transformSuffix(transform: EmbeddingTransform): string {
   }`;
 }
 
+/** The inverse of transformSuffix: undefined for a suffix it would not write. */
+export function parseTransformSuffix(suffix: string): EmbeddingTransform | undefined {
+  const match = /^(\+flip)?(?:\+pow([0-9.]+))?(?:\+dba(\d+))?$/.exec(suffix);
+  if (!match) return undefined;
+  const transform = {
+    flip: match[1] !== undefined,
+    power: match[2] === undefined ? 1 : Number(match[2]),
+    dba: match[3] === undefined ? 0 : Number(match[3]),
+  };
+  return transformSuffix(transform) === suffix ? transform : undefined;
+}
+
 /** A stored model id split into the model name and the transform suffix ('' when plain). */
 export function splitModelId(modelId: string): { model: string; transform: string } {
   const at = modelId.search(/\+(flip|pow[0-9.]+|dba\d+)(\+|$)/);

@@ -3,13 +3,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
-import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -17,13 +14,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
-import * as sns from 'aws-cdk-lib/aws-sns';
-import * as snsSubscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import type { ModelSpec } from '../core/model-spec';
+import { IMAGE_KEY_SUFFIXES } from '../core/reconcile';
 import { DATABASE_ROLES } from './database-roles';
+import { Observability } from './observability';
 import { CUSTOM_MODEL_SPEC_FILE, isBuiltinModel, modelLayer, nativeLayer, REPO_ROOT } from './packaging';
 import { UPLOADS_PREFIX, type StageConfig } from './stage-config';
 
@@ -31,14 +28,14 @@ export interface OmpfStackProps extends StackProps {
   readonly stage: string;
   readonly config: StageConfig;
   readonly model: ModelSpec;
+  /** The model before a change of `model`: the query function keeps answering with it meanwhile. */
+  readonly previousModel?: ModelSpec;
   /** Where the model file is read from at synth (checksum verified before it is packaged). */
   readonly modelsDir: string;
 }
 
 /** Suffixes S3 notifies about (S3 suffix filters are case-sensitive, so both cases). */
-export const IMAGE_SUFFIXES = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.avif', '.tif', '.tiff'].flatMap(
-  (s) => [s, s.toUpperCase()],
-);
+export const IMAGE_SUFFIXES = IMAGE_KEY_SUFFIXES;
 
 const MIGRATIONS_DIR = join(REPO_ROOT, 'lib', 'adapters', 'store', 'migrations');
 const MODELS_MOUNT = '/opt/models';
@@ -55,6 +52,8 @@ export class OmpfStack extends Stack {
   readonly indexer: NodejsFunction;
   readonly query: NodejsFunction;
   readonly migrator: NodejsFunction;
+  readonly operations: NodejsFunction;
+  readonly observability: Observability;
   readonly database: rds.DatabaseInstance;
   readonly api: apigw.RestApi;
 
@@ -80,6 +79,11 @@ export class OmpfStack extends Stack {
     network.addInterfaceEndpoint('SecretsManager', {
       service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     });
+    // Reconciliation sends checks to the queue, lists and redrives the dead letters; the status route
+    // reads the queues' depth.
+    network.addInterfaceEndpoint('Sqs', { service: ec2.InterfaceVpcEndpointAwsService.SQS });
+    // With tracing on, the SDK's subsegments reach X-Ray from the private subnets.
+    if (config.tracing) network.addInterfaceEndpoint('XRay', { service: ec2.InterfaceVpcEndpointAwsService.XRAY });
     network.addFlowLog('FlowLog', {
       destination: ec2.FlowLogDestination.toCloudWatchLogs(
         new logs.LogGroup(this, 'FlowLogs', { retention, removalPolicy }),
@@ -215,6 +219,9 @@ export class OmpfStack extends Stack {
       OMPF_MODEL: isBuiltinModel(model) ? model.id : `${MODELS_MOUNT}/${CUSTOM_MODEL_SPEC_FILE}`,
       OMPF_MODELS_DIR: MODELS_MOUNT,
       OMPF_UPLOADS_PREFIX: UPLOADS_PREFIX,
+      // The embedding transform, part of the stored model id (a change builds a new index).
+      OMPF_DBA: String(config.embedding.dba),
+      OMPF_FLIP: config.embedding.flip ? '1' : '0',
       // The RDS certificate authorities, so TLS to the database is verified (sslmode=verify-full).
       NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
       POWERTOOLS_SERVICE_NAME: `ompf-${stage}`,
@@ -228,6 +235,7 @@ export class OmpfStack extends Stack {
     });
     const common = {
       runtime: lambda.Runtime.NODEJS_24_X,
+      tracing: config.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
       architecture,
       vpc,
       vpcSubnets: subnets,
@@ -306,6 +314,20 @@ export class OmpfStack extends Stack {
     this.indexer.addToRolePolicy(listForNotFound);
     this.database.grantConnect(this.indexer, DATABASE_ROLES.indexer);
 
+    // A model change: the old model ships to the query function too, which answers from the old index
+    // until the new one has caught up (lib/runtime/aws.ts).
+    const previous =
+      props.previousModel && isBuiltinModel(props.previousModel)
+        ? {
+            layer: modelLayer(this, 'PreviousModelLayer', props.previousModel, props.modelsDir),
+            name: props.previousModel.id,
+          }
+        : undefined;
+    const queues = {
+      OMPF_QUEUE_URL: this.queue.queueUrl,
+      OMPF_DEAD_LETTER_QUEUE_URL: this.deadLetterQueue.queueUrl,
+      OMPF_DEAD_LETTER_QUEUE_ARN: this.deadLetterQueue.queueArn,
+    };
     this.query = fn(
       'Search',
       'search.ts',
@@ -316,8 +338,10 @@ export class OmpfStack extends Stack {
         OMPF_URL_TTL_SECONDS: '900',
         OMPF_UPLOAD_TTL_SECONDS: '300',
         ...iamDatabase(DATABASE_ROLES.query),
+        ...queues,
+        ...(previous ? { OMPF_PREVIOUS_MODEL: previous.name } : {}),
       },
-      [native, modelFiles],
+      previous ? [native, modelFiles, previous.layer] : [native, modelFiles],
     );
     // Presigned GETs of gallery images, presigned PUTs and reads of query uploads: nothing more.
     this.query.addToRolePolicy(getImages);
@@ -329,6 +353,12 @@ export class OmpfStack extends Stack {
       }),
     );
     this.database.grantConnect(this.query, DATABASE_ROLES.query);
+    // GET /status reports the queues' depth.
+    const readDepth = new iam.PolicyStatement({
+      actions: ['sqs:GetQueueAttributes'],
+      resources: [this.queue.queueArn, this.deadLetterQueue.queueArn],
+    });
+    this.query.addToRolePolicy(readDepth);
 
     this.migrator = fn(
       'Migrate',
@@ -347,6 +377,45 @@ export class OmpfStack extends Stack {
     );
     secret.grantRead(this.migrator);
 
+    // Reconcile, dead letters, status (functions/operations.ts): no model, no native layer.
+    this.operations = fn(
+      'Operations',
+      'operations.ts',
+      1024,
+      Duration.minutes(15),
+      {
+        OMPF_DB_MAX_CONNECTIONS: '2',
+        ...iamDatabase(DATABASE_ROLES.operator),
+        OMPF_QUEUE_ARN: this.queue.queueArn,
+        ...queues,
+      },
+      isBuiltinModel(model) ? [] : [modelFiles],
+    );
+    this.database.grantConnect(this.operations, DATABASE_ROLES.operator);
+    // Listing the bucket, and only that (no GetObject: the indexer reads the objects it is sent).
+    this.operations.addToRolePolicy(listForNotFound);
+    this.operations.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'],
+        resources: [this.queue.queueArn],
+      }),
+    );
+    // Listing the dead letters (receive, then visible again) and redriving them with a message move
+    // task, whose source needs receive, delete and attributes (SQS developer guide, DLQ redrive).
+    this.operations.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: [
+          'sqs:ReceiveMessage',
+          'sqs:ChangeMessageVisibility',
+          'sqs:DeleteMessage',
+          'sqs:GetQueueAttributes',
+          'sqs:StartMessageMoveTask',
+          'sqs:ListMessageMoveTasks',
+        ],
+        resources: [this.deadLetterQueue.queueArn],
+      }),
+    );
+
     // --- schema: migrations applied on deploy (custom resource), maintenance every hour ---
     const provider = new cr.Provider(this, 'MigrateProvider', {
       onEventHandler: this.migrator,
@@ -360,6 +429,31 @@ export class OmpfStack extends Stack {
     // The functions start only once the schema exists.
     this.indexer.node.addDependency(schema);
     this.query.node.addDependency(schema);
+    this.operations.node.addDependency(schema);
+    // Reconciliation: a full pass on the stage's schedule; while a new index is built, a follow-up
+    // pass every few minutes (a no-op otherwise), which switches queries to it once it has caught up.
+    if (config.operations.reconcileSchedule !== 'off') {
+      new events.Rule(this, 'Reconcile', {
+        description: 'ompf: list the bucket and send what the index lacks to the indexing queue',
+        schedule: events.Schedule.expression(config.operations.reconcileSchedule),
+        targets: [
+          new targets.LambdaFunction(this.operations, {
+            event: events.RuleTargetInput.fromObject({ action: 'reconcile', trigger: 'schedule' }),
+            retryAttempts: 0,
+          }),
+        ],
+      });
+    }
+    new events.Rule(this, 'ReindexFollowUp', {
+      description: 'ompf: while a new index is built, fill it and switch to it once it has caught up',
+      schedule: events.Schedule.rate(Duration.minutes(config.operations.reindexPollMinutes)),
+      targets: [
+        new targets.LambdaFunction(this.operations, {
+          event: events.RuleTargetInput.fromObject({ action: 'reconcile', trigger: 'follow-up' }),
+          retryAttempts: 0,
+        }),
+      ],
+    });
     new events.Rule(this, 'Maintenance', {
       description: 'ompf: build the ANN index once the store is large enough; prune old tombstones',
       schedule: events.Schedule.rate(Duration.hours(1)),
@@ -390,6 +484,7 @@ export class OmpfStack extends Stack {
         metricsEnabled: true,
         accessLogDestination: new apigw.LogGroupLogDestination(accessLogGroup),
         accessLogFormat: apigw.AccessLogFormat.jsonWithStandardFields(),
+        tracingEnabled: config.tracing,
       },
       defaultMethodOptions: { apiKeyRequired: true },
     });
@@ -406,6 +501,7 @@ export class OmpfStack extends Stack {
     });
     method(this.api.root.addResource('uploads'), 'POST');
     method(this.api.root.addResource('openapi.json'), 'GET');
+    method(this.api.root.addResource('status'), 'GET');
 
     const plan = this.api.addUsagePlan('UsagePlan', {
       name: `ompf-${stage}`,
@@ -452,48 +548,22 @@ export class OmpfStack extends Stack {
       });
     }
 
-    // --- alarms ---
-    const topic = new sns.Topic(this, 'Alarms', {
-      displayName: `ompf ${stage} alarms`,
-      enforceSSL: true,
-      masterKey: kms.Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+    // --- alarms and the dashboard ---
+    this.observability = new Observability(this, 'Observability', {
+      stage,
+      alarmEmail: config.alarms.email,
+      oldestMessageSeconds: config.alarms.oldestMessageSeconds,
+      queue: this.queue,
+      deadLetterQueue: this.deadLetterQueue,
+      functions: {
+        indexer: this.indexer,
+        query: this.query,
+        migrator: this.migrator,
+        operations: this.operations,
+      },
+      api: this.api,
     });
-    if (config.alarms.email)
-      topic.addSubscription(new snsSubscriptions.EmailSubscription(config.alarms.email));
-    const alarm = (name: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
-      const a = new cloudwatch.Alarm(this, name, {
-        metric,
-        threshold,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-        alarmDescription: description,
-      });
-      a.addAlarmAction(new cwActions.SnsAction(topic));
-      return a;
-    };
-    const fiveMinutes = { period: Duration.minutes(5) };
-    alarm(
-      'DeadLetterAlarm',
-      this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...fiveMinutes, statistic: 'Maximum' }),
-      1,
-      'Object events failed repeatedly and are in the dead-letter queue: read the indexer logs, fix, redrive.',
-    );
-    alarm(
-      'OldestMessageAlarm',
-      this.queue.metricApproximateAgeOfOldestMessage({ ...fiveMinutes, statistic: 'Maximum' }),
-      config.alarms.oldestMessageSeconds,
-      'Indexing is falling behind (or failing and retrying): the oldest object event is waiting too long.',
-    );
-    alarm('IndexerErrorsAlarm', this.indexer.metricErrors(fiveMinutes), 1, 'The indexing Lambda failed.');
-    alarm('SearchErrorsAlarm', this.query.metricErrors(fiveMinutes), 1, 'The query Lambda failed.');
-    alarm(
-      'MigrateErrorsAlarm',
-      this.migrator.metricErrors(fiveMinutes),
-      1,
-      'Migration or maintenance failed.',
-    );
-    alarm('Api5xxAlarm', this.api.metricServerError(fiveMinutes), 5, 'The API answered 5xx.');
+    const topic = this.observability.topic;
 
     // --- outputs: what a user needs to call it ---
     const url = this.api.url.replace(/\/$/, '');
@@ -511,6 +581,12 @@ export class OmpfStack extends Stack {
       value: `curl -sS -X POST -H "x-api-key: $OMPF_API_KEY" -H 'content-type: image/jpeg' --data-binary @query.jpg '${url}/search?n=10'`,
     });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'QueueUrl', { value: this.queue.queueUrl });
+    new CfnOutput(this, 'OperationsFunctionName', {
+      value: this.operations.functionName,
+      description: '`ompf cloud reconcile|dead-letters|redrive|status --stage STAGE` invokes it',
+    });
+    new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
     new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
   }
 }
@@ -527,7 +603,9 @@ function logRetention(days: number): logs.RetentionDays {
 /** Changes when a migration file changes, so the custom resource runs again on deploy. */
 function migrationsHash(): string {
   const hash = createHash('sha256');
-  for (const file of readdirSync(MIGRATIONS_DIR).sort()) {
+  // The index migrations and the control schema's (migrations/control/).
+  for (const file of readdirSync(MIGRATIONS_DIR, { recursive: true, encoding: 'utf8' }).sort()) {
+    if (!file.endsWith('.sql')) continue;
     hash.update(file).update(readFileSync(join(MIGRATIONS_DIR, file)));
   }
   return hash.digest('hex');

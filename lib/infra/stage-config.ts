@@ -40,6 +40,32 @@ const stageSchema = z.strictObject({
     port: z.number().int().min(1150).max(65535),
     minPgvector: z.string().regex(/^\d+\.\d+\.\d+$/),
   }),
+  /**
+   * The model the stage ran before a change of `model` (a built-in name): shipped to the query function
+   * too, so queries by image keep being answered from the old index while the new one is built.
+   * Remove it once `ompf cloud status` shows the new index active.
+   */
+  previousModel: z.string().min(1).optional(),
+  /**
+   * The embedding transform (the stored model id records it: a change re-indexes the stage, beside
+   * the index that keeps answering queries). Context `-c dba=N` / `-c flip=true` override it.
+   */
+  embedding: z
+    .strictObject({ dba: z.number().int().min(0).max(10).default(3), flip: z.boolean().default(false) })
+    .default({ dba: 3, flip: false }),
+  /** X-Ray tracing of the functions and the API stage (adds an X-Ray VPC endpoint). */
+  tracing: z.boolean().default(false),
+  operations: z
+    .strictObject({
+      /** EventBridge schedule of the full reconcile ('rate(1 day)', 'cron(0 3 * * ? *)') or 'off'. */
+      reconcileSchedule: z
+        .string()
+        .regex(/^(rate\(.+\)|cron\(.+\)|off)$/, "an EventBridge schedule expression or 'off'")
+        .default('rate(1 day)'),
+      /** While a new index is built, a follow-up pass this often (it switches when caught up). */
+      reindexPollMinutes: z.number().int().min(1).max(60).default(5),
+    })
+    .default({ reconcileSchedule: 'rate(1 day)', reindexPollMinutes: 5 }),
   alarms: z.strictObject({
     oldestMessageSeconds: z.number().int().positive(),
     email: z.string().email().optional(),

@@ -141,8 +141,11 @@ export class LocalQueue {
     return messageId;
   }
 
-  /** Up to `max` visible messages, as the records of a Lambda SQS event. */
-  receive(max: number): SQSRecord[] {
+  /**
+   * Up to `max` visible messages, as the records of a Lambda SQS event; each stays invisible for
+   * `visibilityTimeoutSeconds` (the queue's own by default, as ReceiveMessage lets a caller set).
+   */
+  receive(max: number, visibilityTimeoutSeconds = this.visibilityTimeoutSeconds): SQSRecord[] {
     const now = this.clock.now();
     const records: SQSRecord[] = [];
     for (const message of [...this.messages]) {
@@ -155,7 +158,7 @@ export class LocalQueue {
       }
       message.receiveCount += 1;
       message.firstReceivedAt ??= now;
-      message.visibleAt = now + this.visibilityTimeoutSeconds * 1000;
+      message.visibleAt = now + visibilityTimeoutSeconds * 1000;
       message.receiptHandle = `${message.messageId}#${message.receiveCount}`;
       records.push({
         messageId: message.messageId,
@@ -180,6 +183,24 @@ export class LocalQueue {
   delete(receiptHandle: string): void {
     const index = this.messages.findIndex((m) => m.receiptHandle === receiptHandle);
     if (index >= 0) this.messages.splice(index, 1);
+  }
+
+  /** ChangeMessageVisibility: false when the handle is not the message's current one. */
+  changeVisibility(receiptHandle: string, seconds: number): boolean {
+    const message = this.messages.find((m) => m.receiptHandle === receiptHandle);
+    if (!message) return false;
+    message.visibleAt = this.clock.now() + seconds * 1000;
+    return true;
+  }
+
+  /**
+   * A message move task, done at once: every message goes to `destination` as a new message (new id,
+   * receive count 0), as SQS's redrive does. Returns how many moved.
+   */
+  moveAllTo(destination: LocalQueue): number {
+    const moved = this.messages.splice(0, this.messages.length);
+    for (const message of moved) destination.send(message.body);
+    return moved.length;
   }
 
   /** Messages held, visible or not. */

@@ -13,12 +13,16 @@
  *   authentication tokens (loopback-database.ts: checked for endpoint, role and signing key, the
  *   signature itself not verified);
  * - the REST API with its API key, routes, binary media types and gateway responses (api-gateway.ts);
- * - deployment: the migrate function gets the CloudFormation Create event its custom resource sends.
+ * - deployment: the migrate function gets the CloudFormation Create event its custom resource sends;
+ * - SQS's API over the same queues (sqs-stand-in.ts: the operations function sends reconcile checks,
+ *   lists and redrives dead letters), and CloudFormation DescribeStacks + Lambda Invoke for the CLI's
+ *   `ompf cloud ...` (control-plane-stand-in.ts).
  *
  * Not reproduced: IAM (no policy is evaluated; made-up credentials), the VPC and its endpoints,
  * API Gateway throttling and quotas, CPU share by memory size, S3's own delivery (notifications are
  * raised by the driver that changes the bucket, not by s3rver), SQS's at-least-once duplicates (the
- * soak adds those), the custom resource provider framework and CloudWatch.
+ * soak adds those), EventBridge schedules (the tests invoke what a schedule would), the custom
+ * resource provider framework and CloudWatch (the metrics' EMF lines are in the function logs).
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -42,6 +46,15 @@ import { LocalFunction } from './local-function';
 import { prepareLambdaDatabase, type LambdaDatabase } from './loopback-database';
 import { prepareRuntimeFiles } from './runtime-files';
 import { startSecretsManager, type SecretsStandIn } from './secrets-manager-stand-in';
+import { startControlPlane, type ControlPlaneStandIn } from './control-plane-stand-in';
+import { startSqs, type SqsStandIn } from './sqs-stand-in';
+
+export interface StageFunctions {
+  readonly indexer: LocalFunction;
+  readonly query: LocalFunction;
+  readonly migrate: LocalFunction;
+  readonly operations: LocalFunction;
+}
 
 export interface LocalCloudOptions {
   /** The directory `cdk synth -o` wrote. */
@@ -69,17 +82,13 @@ export class LocalCloud {
 
   private constructor(
     readonly clock: Clock,
-    readonly assembly: CloudAssembly,
+    public assembly: CloudAssembly,
     readonly bucket: string,
     readonly s3: LoopbackS3,
     readonly s3Client: S3Client,
     readonly database: LambdaDatabase,
     private readonly secrets: SecretsStandIn,
-    readonly functions: {
-      readonly indexer: LocalFunction;
-      readonly query: LocalFunction;
-      readonly migrate: LocalFunction;
-    },
+    public functions: StageFunctions,
     readonly queue: LocalQueue,
     readonly deadLetters: LocalQueue,
     readonly eventSource: SqsEventSourceMapping,
@@ -87,6 +96,16 @@ export class LocalCloud {
     readonly api: LocalRestApi,
     readonly apiKey: string,
     readonly region: string,
+    readonly sqs: SqsStandIn,
+    /** CloudFormation DescribeStacks and Lambda Invoke, for `ompf cloud ...` (its AWS_ENDPOINT_URL_*). */
+    readonly controlPlane: ControlPlaneStandIn,
+    private readonly made: {
+      readonly options: LocalCloudOptions;
+      readonly values: ReadonlyMap<string, string>;
+      readonly additions: Record<string, string>;
+      readonly runtime: ReturnType<typeof prepareRuntimeFiles>;
+      readonly hide: readonly string[];
+    },
   ) {}
 
   static async start(options: LocalCloudOptions): Promise<LocalCloud> {
@@ -120,53 +139,9 @@ export class LocalCloud {
       ]),
     );
     const s3 = await startLoopbackS3(bucket, [FUNCTION_CREDENTIALS]);
-    const values = new Map<string, string>([
-      [`Ref:${galleryId}`, bucket],
-      [`GetAtt:${databaseId}.Endpoint.Address`, database.host],
-      [`GetAtt:${databaseId}.Endpoint.Port`, String(database.port)],
-      [`Ref:${secretAttachment[0]}`, secretArn],
-    ]);
-    // The two additions to the template's variables: where the loopback S3 and Secrets Manager are.
-    // OMPF_S3_ENDPOINT is the product's own setting for S3-compatible endpoints; the other is the SDK's.
-    const additions = {
-      OMPF_S3_ENDPOINT: options.functionS3Endpoint
-        ? await options.functionS3Endpoint(s3.endpoint)
-        : s3.endpoint,
-      AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint,
-    };
-    const hide = options.hide ?? [join(options.repoRoot, '..'), process.env.HOME ?? '/root'];
-    const make = (construct: string) => {
-      const definition = assembly.lambdaFunction(assembly.logicalIdOf(construct));
-      const variables: Record<string, string> = {};
-      for (const [name, value] of Object.entries(definition.environment)) {
-        variables[name] = resolveValue(value, values, `${construct}.${name}`);
-      }
-      return new LocalFunction(
-        `${options.stackName}-${construct}`,
-        definition,
-        { ...variables, ...additions },
-        runtime,
-        {
-          region,
-          hide,
-          log: options.log,
-        },
-      );
-    };
-    const functions = { indexer: make('IndexImages'), query: make('Search'), migrate: make('Migrate') };
-    // The one setting the harness must change: RDS offers pgvector 0.8.2+, the local cluster may have
-    // an older one (Debian's source package). The floor drops to the local version, said in the log;
-    // the refusal itself is tested against the template's value.
-    const floor = functions.migrate.variables.OMPF_MIN_PGVECTOR;
-    if (floor && compareVersions(database.pgvector, floor) < 0 && options.keepPgvectorFloor !== true) {
-      functions.migrate.variables.OMPF_MIN_PGVECTOR = database.pgvector;
-      options.log?.(
-        'harness',
-        `the local pgvector is ${database.pgvector}; OMPF_MIN_PGVECTOR ${floor} lowered to it`,
-      );
-    }
 
-    const mapping = assembly.eventSourceMapping(functions.indexer.definition.logicalId);
+    // The queues first: the functions' variables name them.
+    const mapping = assembly.eventSourceMapping(assembly.logicalIdOf('IndexImages'));
     const queueDefinition = assembly.queue(mapping.queueLogicalId);
     const clock = new Clock();
     const arn = (name: string) => `arn:aws:sqs:${region}:${ACCOUNT}:${name}`;
@@ -189,18 +164,51 @@ export class LocalCloud {
       queueDefinition.visibilityTimeoutSeconds,
       { deadLetters, maxReceiveCount: queueDefinition.maxReceiveCount },
     );
+    const sqs = await startSqs([queue, deadLetters], ACCOUNT);
+
+    const values = new Map<string, string>([
+      [`Ref:${galleryId}`, bucket],
+      [`GetAtt:${databaseId}.Endpoint.Address`, database.host],
+      [`GetAtt:${databaseId}.Endpoint.Port`, String(database.port)],
+      [`Ref:${secretAttachment[0]}`, secretArn],
+      [`Ref:${mapping.queueLogicalId}`, sqs.urlOf(queue)],
+      [`GetAtt:${mapping.queueLogicalId}.Arn`, queue.arn],
+      [`Ref:${queueDefinition.deadLetterQueueLogicalId}`, sqs.urlOf(deadLetters)],
+      [`GetAtt:${queueDefinition.deadLetterQueueLogicalId}.Arn`, deadLetters.arn],
+    ]);
+    // The additions to the template's variables: where the loopback S3, Secrets Manager and SQS are.
+    // OMPF_S3_ENDPOINT is the product's own setting for S3-compatible endpoints; the others the SDK's.
+    const additions = {
+      OMPF_S3_ENDPOINT: options.functionS3Endpoint
+        ? await options.functionS3Endpoint(s3.endpoint)
+        : s3.endpoint,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: secrets.endpoint,
+      AWS_ENDPOINT_URL_SQS: sqs.endpoint,
+    };
+    const hide = options.hide ?? [join(options.repoRoot, '..'), process.env.HOME ?? '/root'];
+    const functions = LocalCloud.makeFunctions(
+      assembly,
+      options,
+      values,
+      additions,
+      runtime,
+      region,
+      hide,
+      database.pgvector,
+    );
+    // The event source, the API and the control plane call whatever functions are deployed now.
+    const deployed = (): LocalFunction[] => Object.values(cloud.functions);
     const eventSource = new SqsEventSourceMapping(
       queue,
-      (event: SQSEvent) => functions.indexer.invoke(event),
+      (event: SQSEvent) => deployed().find((f) => f.name.endsWith('-IndexImages'))!.invoke(event),
       {
         batchSize: mapping.batchSize,
         reportBatchItemFailures: mapping.reportBatchItemFailures,
       },
     );
     const apiKey = randomBytes(20).toString('base64url');
-    const byLogicalId = new Map(Object.values(functions).map((f) => [f.definition.logicalId, f]));
     const api = new LocalRestApi(assembly.restApi(), apiKey, (logicalId, event: APIGatewayProxyEvent) => {
-      const target = byLogicalId.get(logicalId);
+      const target = deployed().find((f) => f.definition.logicalId === logicalId);
       if (!target) throw new Error(`The API integrates ${logicalId}, which the harness does not run.`);
       return target.invoke(event);
     });
@@ -208,7 +216,17 @@ export class LocalCloud {
     if (rules.some((rule) => rule.queueLogicalId !== mapping.queueLogicalId)) {
       throw new Error(`${galleryId} notifies a queue the harness does not run.`);
     }
-    const cloud = new LocalCloud(
+    const controlPlane = await startControlPlane({
+      stackName: options.stackName,
+      outputs: new Map([
+        ['OperationsFunctionName', functions.operations.name],
+        ['BucketName', bucket],
+        ['QueueUrl', sqs.urlOf(queue)],
+        ['DeadLetterQueueUrl', sqs.urlOf(deadLetters)],
+      ]),
+      invoke: async (name, payload) => deployed().find((f) => f.name === name)?.invoke(payload),
+    });
+    const cloud: LocalCloud = new LocalCloud(
       clock,
       assembly,
       bucket,
@@ -224,11 +242,14 @@ export class LocalCloud {
       api,
       apiKey,
       region,
+      sqs,
+      controlPlane,
+      { options, values, additions, runtime, hide },
     );
     // Every change to the bucket, by the driver or by any S3 client (a presigned upload, the aws CLI),
     // raises the notification S3 would send, if the stack's notification rules select it.
     s3.onChange((change) => {
-      if (change.bucket !== bucket || options.notifications === false) return;
+      if (change.bucket !== bucket || options.notifications === false || cloud.silent) return;
       if (!rules.some((rule) => notificationMatches(rule, change.eventName, change.key))) return;
       cloud.notified.push(change.key);
       queue.send(s3Notification({ ...change, sequencer: cloud.nextSequencer() }, region));
@@ -236,16 +257,94 @@ export class LocalCloud {
     return cloud;
   }
 
+  /** The stack's functions, from its template and bundles, with the stand-ins' addresses. */
+  private static makeFunctions(
+    assembly: CloudAssembly,
+    options: LocalCloudOptions,
+    values: ReadonlyMap<string, string>,
+    additions: Record<string, string>,
+    runtime: ReturnType<typeof prepareRuntimeFiles>,
+    region: string,
+    hide: readonly string[],
+    pgvector: string,
+  ): StageFunctions {
+    const make = (construct: string) => {
+      const definition = assembly.lambdaFunction(assembly.logicalIdOf(construct));
+      const variables: Record<string, string> = {};
+      for (const [name, value] of Object.entries(definition.environment)) {
+        variables[name] = resolveValue(value, values, `${construct}.${name}`);
+      }
+      return new LocalFunction(
+        `${options.stackName}-${construct}`,
+        definition,
+        { ...variables, ...additions },
+        runtime,
+        {
+          region,
+          hide,
+          log: options.log,
+        },
+      );
+    };
+    const functions: StageFunctions = {
+      indexer: make('IndexImages'),
+      query: make('Search'),
+      migrate: make('Migrate'),
+      operations: make('Operations'),
+    };
+    // The one setting the harness must change: RDS offers pgvector 0.8.2+, the local cluster may have
+    // an older one (Debian's source package). The floor drops to the local version, said in the log;
+    // the refusal itself is tested against the template's value.
+    const floor = functions.migrate.variables.OMPF_MIN_PGVECTOR;
+    if (floor && compareVersions(pgvector, floor) < 0 && options.keepPgvectorFloor !== true) {
+      functions.migrate.variables.OMPF_MIN_PGVECTOR = pgvector;
+      options.log?.(
+        'harness',
+        `the local pgvector is ${pgvector}; OMPF_MIN_PGVECTOR ${floor} lowered to it`,
+      );
+    }
+
+    return functions;
+  }
+
+  /**
+   * `cdk deploy` of a new synth of the same stage (another model, say): the functions are replaced by
+   * the new template's (old containers shut down), the bucket, the queues and the database stay, and
+   * the migrate function gets the CloudFormation Update event.
+   */
+  async redeploy(cdkOut: string) {
+    const assembly = CloudAssembly.read(cdkOut, this.assembly.stackName);
+    const old = this.functions;
+    this.functions = LocalCloud.makeFunctions(
+      assembly,
+      { ...this.made.options, cdkOut },
+      this.made.values,
+      this.made.additions,
+      this.made.runtime,
+      this.region,
+      this.made.hide,
+      this.database.pgvector,
+    );
+    this.assembly = assembly;
+    await Promise.all(Object.values(old).map((f) => f.reset()));
+    return this.deploy('Update');
+  }
+
   /** Keys S3 notified the queue about, in order. */
   readonly notified: string[] = [];
 
   /** What CloudFormation sends the schema custom resource on deploy (through the provider framework). */
-  async deploy(): Promise<{ payload?: unknown; error?: { errorType: string; errorMessage: string } }> {
+  async deploy(
+    requestType: 'Create' | 'Update' = 'Create',
+  ): Promise<{ payload?: unknown; error?: { errorType: string; errorMessage: string } }> {
     const [schemaId] = this.assembly
       .ofType('AWS::CloudFormation::CustomResource')
       .find(([, r]) => String(r.Metadata?.['aws:cdk:path']).endsWith('/Schema/Default')) ?? ['Schema'];
     const result = await this.functions.migrate.invoke({
-      RequestType: 'Create',
+      RequestType: requestType,
+      ...(requestType === 'Update'
+        ? { PhysicalResourceId: 'ompf-schema', OldResourceProperties: { ServiceToken: 'local' } }
+        : {}),
       ServiceToken: `arn:aws:lambda:${this.region}:${ACCOUNT}:function:provider`,
       ResponseURL: 'http://127.0.0.1:9/cloudformation-response',
       StackId: `arn:aws:cloudformation:${this.region}:${ACCOUNT}:stack/${this.assembly.stackName}/local`,
@@ -275,6 +374,21 @@ export class LocalCloud {
       new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
     );
   }
+
+  /**
+   * Change the bucket without a notification, as objects restored from a backup, written before
+   * notifications were configured, or whose events were lost arrive: only a reconcile finds them.
+   */
+  async withoutNotifications(change: () => Promise<void>): Promise<void> {
+    this.silent = true;
+    try {
+      await change();
+    } finally {
+      this.silent = false;
+    }
+  }
+
+  private silent = false;
 
   /** DELETE an object (its ObjectRemoved notification is raised by the bucket). */
   async remove(key: string): Promise<void> {
@@ -309,5 +423,23 @@ export class LocalCloud {
     this.s3Client.destroy();
     await this.s3.close();
     await this.secrets.close();
+    await this.sqs.close();
+    await this.controlPlane.close();
+  }
+
+  /** What the CLI needs in its environment to operate this stage (`ompf cloud ... --stage`). */
+  cliEnvironment(): Record<string, string> {
+    return {
+      AWS_ENDPOINT_URL_CLOUDFORMATION: this.controlPlane.endpoint,
+      AWS_ENDPOINT_URL_LAMBDA: this.controlPlane.endpoint,
+      AWS_REGION: this.region,
+      AWS_ACCESS_KEY_ID: 'AKIALOCALOPERATOR',
+      AWS_SECRET_ACCESS_KEY: 'local-operator-secret',
+    };
+  }
+
+  /** Invoke the operations function, as its schedules and `ompf cloud` do. */
+  operate(operation: Record<string, unknown>) {
+    return this.functions.operations.invoke(operation);
   }
 }

@@ -118,10 +118,10 @@ export async function prepareLambdaDatabase(
       begin >= 0 && end > begin ? hba.slice(0, begin) + hba.slice(end + HBA_END.length + 1) : hba;
     const rules = [
       HBA_BEGIN,
-      `hostnossl ${database} ompf_indexer,ompf_query,${ADMIN} all reject`,
+      `hostnossl ${database} ompf_indexer,ompf_query,ompf_operator,${ADMIN} all reject`,
       `hostssl ${database} ${ADMIN} all scram-sha-256`,
       '# RDS IAM authentication: a token for this endpoint and role (PAM, see loopback-database.ts).',
-      `hostssl ${database} ompf_indexer,ompf_query all pam pamservice=${PAM_SERVICE}`,
+      `hostssl ${database} ompf_indexer,ompf_query,ompf_operator all pam pamservice=${PAM_SERVICE}`,
       HBA_END,
     ];
     writeFileSync(hbaFile, `${rules.join('\n')}\n${others}`);

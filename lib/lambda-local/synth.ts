@@ -9,6 +9,10 @@ export interface SynthOptions {
   readonly stage: string;
   /** A built-in model name or a spec .json path (cdk context `model`); the stage's own when unset. */
   readonly model?: string | undefined;
+  /** The stage's model before a change (cdk context `previousModel`). */
+  readonly previousModel?: string | undefined;
+  /** More cdk context (`dba`, `flip`: the embedding transform). */
+  readonly context?: Readonly<Record<string, string>>;
   readonly modelsDir: string;
   readonly outDir: string;
 }
@@ -20,6 +24,8 @@ export interface SynthOptions {
 export async function synthStage(options: SynthOptions): Promise<string> {
   const args = ['synth', '-c', `stage=${options.stage}`, '-c', `modelsDir=${options.modelsDir}`];
   if (options.model) args.push('-c', `model=${options.model}`);
+  if (options.previousModel) args.push('-c', `previousModel=${options.previousModel}`);
+  for (const [key, value] of Object.entries(options.context ?? {})) args.push('-c', `${key}=${value}`);
   args.push('--no-notices', '-q', '-o', options.outDir);
   try {
     await run(join(options.repoRoot, 'node_modules', '.bin', 'cdk'), args, {

@@ -1,5 +1,6 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import { Signer } from '@aws-sdk/rds-signer';
 import type pg from 'pg';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -12,9 +13,17 @@ import {
   type Provider,
 } from '../adapters/aws/lambda';
 import { resolveModelSpec } from '../adapters/models/model-registry';
-import { PgVectorStore } from '../adapters/store/pg-vector-store';
-import { PostgresSqlClient, resilientPool, type SqlClient } from '../adapters/store/sql-client';
-import { ConfigError } from '../core/errors';
+import { HOME_SCHEMA, PgIndexCatalogue } from '../adapters/store/index-catalogue';
+import { migrate } from '../adapters/store/migrator';
+import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
+import {
+  PostgresSqlClient,
+  resilientPool,
+  searchPathOption,
+  type SqlClient,
+} from '../adapters/store/sql-client';
+import { ConfigError, ModelMismatchError } from '../core/errors';
+import type { CatalogueEntry } from '../core/ports';
 import { integer, loadConfig, type Config } from './config';
 import { storeOptions } from './store-identity';
 
@@ -58,6 +67,24 @@ const awsEnvSchema = z.object({
   OMPF_MAX_INLINE_IMAGE_BYTES: integer(1, 4_500_000).default(4_500_000),
   /** An S3-compatible endpoint (tests, other clouds); path-style addressing. Unset on AWS. */
   OMPF_S3_ENDPOINT: z.url().optional(),
+  /**
+   * The model the stage used before a model change (cdk.json `previousModel`): its file ships in the
+   * model layer too, so queries by image keep being answered from the old index while the new one is
+   * built. Unset: during a re-index only queries by key are answered.
+   */
+  OMPF_PREVIOUS_MODEL: z.string().min(1).optional(),
+  /** The indexing queue (reconciliation sends its checks there) and the dead-letter queue. */
+  OMPF_QUEUE_URL: z.url().optional(),
+  /** The indexing queue's ARN: where a redrive moves the dead letters (named, so no wider grant). */
+  OMPF_QUEUE_ARN: z
+    .string()
+    .regex(/^arn:[a-z-]+:sqs:/, 'an SQS queue ARN')
+    .optional(),
+  OMPF_DEAD_LETTER_QUEUE_URL: z.url().optional(),
+  OMPF_DEAD_LETTER_QUEUE_ARN: z
+    .string()
+    .regex(/^arn:[a-z-]+:sqs:/, 'an SQS queue ARN')
+    .optional(),
   /** Refuse to deploy on an older pgvector (the migrate step checks). */
   OMPF_MIN_PGVECTOR: z
     .string()
@@ -79,6 +106,10 @@ export interface AwsConfig {
   readonly maxInlineImageBytes: number;
   readonly s3Endpoint: string | undefined;
   readonly minPgvector: string;
+  readonly previousModel: string | undefined;
+  readonly queueUrl: string | undefined;
+  readonly queueArn: string | undefined;
+  readonly deadLetters: { readonly url: string; readonly arn: string } | undefined;
 }
 
 /** Every variable checked at once; one ConfigError lists every problem. */
@@ -98,6 +129,8 @@ export function loadAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
   }
   if (parsed.success && base) {
     const e = parsed.data;
+    if (!e.OMPF_DEAD_LETTER_QUEUE_URL !== !e.OMPF_DEAD_LETTER_QUEUE_ARN)
+      problems.push('OMPF_DEAD_LETTER_QUEUE_URL / OMPF_DEAD_LETTER_QUEUE_ARN: set both or neither');
     if (!e.OMPF_DB_HOST !== !e.OMPF_DB_USER)
       problems.push('OMPF_DB_HOST / OMPF_DB_USER: set both or neither');
     const ways = [e.OMPF_DB_SECRET_ARN, base.databaseUrl, e.OMPF_DB_HOST].filter(Boolean).length;
@@ -130,12 +163,20 @@ export function loadAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
     maxInlineImageBytes: e.OMPF_MAX_INLINE_IMAGE_BYTES,
     s3Endpoint: e.OMPF_S3_ENDPOINT,
     minPgvector: e.OMPF_MIN_PGVECTOR,
+    previousModel: e.OMPF_PREVIOUS_MODEL,
+    queueUrl: e.OMPF_QUEUE_URL,
+    queueArn: e.OMPF_QUEUE_ARN,
+    deadLetters:
+      e.OMPF_DEAD_LETTER_QUEUE_URL && e.OMPF_DEAD_LETTER_QUEUE_ARN
+        ? { url: e.OMPF_DEAD_LETTER_QUEUE_URL, arn: e.OMPF_DEAD_LETTER_QUEUE_ARN }
+        : undefined,
   };
 }
 
 export interface AwsClients {
   readonly s3: S3Client;
   readonly secrets: SecretsManagerClient;
+  readonly sqs: SQSClient;
 }
 
 export function createAwsClients(config: AwsConfig): AwsClients {
@@ -144,6 +185,7 @@ export function createAwsClients(config: AwsConfig): AwsClients {
       config.s3Endpoint ? { endpoint: config.s3Endpoint, forcePathStyle: true, region: 'us-east-1' } : {},
     ),
     secrets: new SecretsManagerClient({}),
+    sqs: new SQSClient({}),
   };
 }
 
@@ -157,12 +199,21 @@ const SECRET_REUSE_MS = 5 * 60_000;
  * (the migrate step), re-read for new connections at most every 5 minutes so a rotated password is
  * picked up without a cold start. TLS with the certificate and host name verified in both AWS modes.
  */
-export async function openSqlClient(config: AwsConfig, clients: AwsClients): Promise<SqlClient> {
+export async function openSqlClient(
+  config: AwsConfig,
+  clients: AwsClients,
+  schema?: string,
+): Promise<SqlClient> {
   if (config.base.databaseUrl) {
-    return PostgresSqlClient.connect(config.base.databaseUrl, { maxConnections: config.dbMaxConnections });
+    return PostgresSqlClient.connect(config.base.databaseUrl, {
+      maxConnections: config.dbMaxConnections,
+      ...(schema ? { schema } : {}),
+    });
   }
   // The pool that survives a database restart, idle or mid-transaction (lib/adapters/store/sql-client.ts).
-  return new PostgresSqlClient(resilientPool(await databasePoolConfig(config, clients)));
+  return new PostgresSqlClient(
+    resilientPool({ ...(await databasePoolConfig(config, clients)), ...searchPathOption(schema) }),
+  );
 }
 
 /** The pool settings of the two AWS modes (IAM token or the secret); exported for the tests. */
@@ -195,20 +246,73 @@ export async function databasePoolConfig(config: AwsConfig, clients: AwsClients)
   return { ...connection, ...pool, ssl: { rejectUnauthorized: true } };
 }
 
-/** What the indexer, the query API and the migrate step are built from; `sql` is opened once. */
+/**
+ * What the indexer, the query API and the migrate step are built from; `sql` (the control schema,
+ * public) is opened once, and so is each index schema's pool (`sqlFor`).
+ */
 export interface AwsParts {
   readonly config: AwsConfig;
   readonly clients: AwsClients;
   readonly sql: Provider<SqlClient>;
+  sqlFor(schema: string): Promise<SqlClient>;
+}
+
+/**
+ * The stage's index catalogue, or undefined for a database without one (one index in `public`: the
+ * handler tests, a DATABASE_URL user who never ran the migrate step).
+ */
+export async function readCatalogue(parts: AwsParts): Promise<CatalogueEntry[] | undefined> {
+  const sql = await parts.sql();
+  const [table] = await sql.query<{ present: boolean }>(
+    "SELECT to_regclass('public.ompf_indexes') IS NOT NULL AS present",
+  );
+  return table?.present ? new PgIndexCatalogue(sql).entries() : undefined;
+}
+
+/** The index of `options.modelId` (building or active), opened in its schema. */
+export async function openIndex(parts: AwsParts, options: StoreOptions): Promise<PgVectorStore> {
+  const entries = await readCatalogue(parts);
+  if (!entries) return PgVectorStore.open(await parts.sql(), options);
+  const entry = entries.find((e) => e.modelId === options.modelId && e.state !== 'retired');
+  if (!entry) {
+    const held = entries.map((e) => `${e.modelId} (${e.state})`).join(', ') || 'none';
+    throw new ModelMismatchError(
+      `This stage's database has no index for model '${options.modelId}'; it has: ${held}.`,
+      {
+        hint: 'Deploy the stage with this model: its migrate step creates the index, and a reconcile run fills it.',
+        context: { requestedModel: options.modelId },
+      },
+    );
+  }
+  return PgVectorStore.open(await parts.sqlFor(entry.schema), options);
 }
 
 export async function openStore(parts: AwsParts): Promise<PgVectorStore> {
   const spec = resolveModelSpec(parts.config.base.model);
-  return PgVectorStore.open(await parts.sql(), storeOptions(spec, parts.config.base));
+  return openIndex(parts, storeOptions(spec, parts.config.base));
 }
 
-/** Apply the SQL migrations (the same files as the local mode) and check pgvector's version. */
-export async function runMigrations(parts: AwsParts): Promise<MigrationResult> {
+/** The options that open an index of the catalogue to read it (reconcile, status): its own ids. */
+export function readerOptions(entry: CatalogueEntry, config: Config): StoreOptions {
+  return {
+    modelId: entry.modelId,
+    dimension: entry.dimension,
+    hnswMinRows: config.hnswMinRows,
+    indexBuildMemory: config.indexBuildMemory,
+  };
+}
+
+/**
+ * The deploy-time schema step: check pgvector's version, apply the control schema's migrations (the
+ * index catalogue), register the configured model's index (a new model or transform gets a new
+ * index in a schema of its own, built beside the one that keeps answering queries), and apply the
+ * index migrations (the same files as the local mode) to every index in use. `eachSchema` runs as
+ * the admin in every schema afterwards (the function roles' grants).
+ */
+export async function runMigrations(
+  parts: AwsParts,
+  eachSchema: (sql: SqlClient) => Promise<void> = () => Promise.resolve(),
+): Promise<MigrationResult> {
   const sql = await parts.sql();
   // Refuse a server whose newest pgvector is too old before anything is changed: a failed deployment
   // rolls back the stack, not the database, so the check comes first (found with the Lambda harness).
@@ -221,22 +325,46 @@ export async function runMigrations(parts: AwsParts): Promise<MigrationResult> {
       hint: 'Pick a newer PostgreSQL minor version for the database (see cdk.json), then deploy again.',
     });
   }
-  const [table] = await sql.query<{ name: string | null }>(
-    "SELECT to_regclass('ompf_migrations')::text AS name",
+  const catalogue = new PgIndexCatalogue(sql);
+  await catalogue.migrate();
+  const options = storeOptions(resolveModelSpec(parts.config.base.model), parts.config.base);
+  const target = await catalogue.plan(options.modelId, options.dimension);
+  await catalogue.createSchema(target.schema);
+  const targetSql = await parts.sqlFor(target.schema);
+  const [table] = await targetSql.query<{ present: boolean }>(
+    "SELECT to_regclass('ompf_migrations') IS NOT NULL AS present",
   );
-  const before = table?.name
-    ? await sql.query<{ version: number }>('SELECT version FROM ompf_migrations')
+  const before = table?.present
+    ? await targetSql.query<{ version: number }>('SELECT version FROM ompf_migrations')
     : [];
-  await openStore(parts);
+  const granted = new Set<string>();
+  for (const entry of await catalogue.entries()) {
+    if (entry.state === 'retired') continue;
+    granted.add(entry.schema);
+    const indexSql = await parts.sqlFor(entry.schema);
+    // The configured index is opened (created, migrated, identity checked); another one (the index
+    // still answering queries while this one is built) gets the new migrations with its own ids.
+    if (entry.modelId === options.modelId) await PgVectorStore.open(indexSql, options);
+    else await migrate(indexSql, { modelId: entry.modelId, dimension: entry.dimension });
+    await eachSchema(indexSql);
+  }
+  // The control schema's own tables (the catalogue), when no index lives there.
+  if (!granted.has(HOME_SCHEMA)) await eachSchema(sql);
   // Move an existing installation to the newest pgvector the server offers.
   await sql.exec('ALTER EXTENSION vector UPDATE');
   const [row] = await sql.query<{ version: string }>(
     "SELECT extversion AS version FROM pg_extension WHERE extname = 'vector'",
   );
   const pgvector = row?.version ?? '0';
-  const after = await sql.query<{ version: number }>('SELECT version FROM ompf_migrations ORDER BY version');
+  const after = await targetSql.query<{ version: number }>(
+    'SELECT version FROM ompf_migrations ORDER BY version',
+  );
   const known = new Set(before.map((r) => r.version));
-  return { applied: after.map((r) => r.version).filter((v) => !known.has(v)), pgvector };
+  return {
+    applied: after.map((r) => r.version).filter((v) => !known.has(v)),
+    pgvector,
+    index: { modelId: target.modelId, state: target.state },
+  };
 }
 
 /** Build the ANN index once the store is large enough; forget tombstones older than `tombstoneDays`. */
@@ -244,8 +372,15 @@ export async function runMaintenance(parts: AwsParts, tombstoneDays = 30): Promi
   const store = await openStore(parts);
   const strategy = await store.optimise();
   const prunedTombstones = await store.pruneTombstones(new Date(Date.now() - tombstoneDays * 86_400_000));
-  return { strategy, prunedTombstones };
+  // Indexes replaced by a re-index, once no query container can still be reading them.
+  const droppedIndexes = (await readCatalogue(parts))
+    ? await new PgIndexCatalogue(await parts.sql()).dropRetired(RETIRED_GRACE_SECONDS)
+    : [];
+  return { strategy, prunedTombstones, droppedIndexes };
 }
+
+/** Query containers re-read the catalogue every CATALOGUE_TTL_MS; a retired index is kept well past it. */
+export const RETIRED_GRACE_SECONDS = 300;
 
 export function compareVersions(a: string, b: string): number {
   const x = a.split(/[.-]/).map((part) => Number.parseInt(part, 10) || 0);
@@ -282,11 +417,25 @@ export function awsParts(
 ): AwsParts {
   const clients = overrides.clients ?? createAwsClients(config);
   let sql = overrides.sql;
+  const given = sql !== undefined;
   if (!sql) {
     sql = once(() => openSqlClient(config, clients));
     opened.add(sql);
   }
-  return { config, clients, sql };
+  const home = sql;
+  const bySchema = new Map<string, Provider<SqlClient>>();
+  const sqlFor = (schema: string): Promise<SqlClient> => {
+    if (schema === HOME_SCHEMA) return home();
+    if (given) throw new Error(`A given SQL client serves the '${HOME_SCHEMA}' schema only, not '${schema}'.`);
+    let provider = bySchema.get(schema);
+    if (!provider) {
+      provider = once(() => openSqlClient(config, clients, schema));
+      bySchema.set(schema, provider);
+      opened.add(provider);
+    }
+    return provider();
+  };
+  return { config, clients, sql, sqlFor };
 }
 
 /** Close the database pools this module opened (tests, or a runtime shutdown hook). */

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { SqlClient } from '../adapters/store/sql-client';
 import { FaultySqlClient } from './faulty-sql-client';
@@ -165,7 +166,11 @@ export async function inProcessTarget(options: InProcessOptions): Promise<SoakTa
   const database = new FaultySqlClient(client);
   const store = await PgVectorStore.recreate(database, storeOptions(spec, config.base));
   const parts = aws.awsParts(config, {
-    clients: { s3: lambdaS3, secrets: new SecretsManagerClient({ region: 'us-east-1' }) },
+    clients: {
+      s3: lambdaS3,
+      secrets: new SecretsManagerClient({ region: 'us-east-1' }),
+      sqs: new SQSClient({ region: 'us-east-1' }),
+    },
     sql: () => Promise.resolve(database),
   });
   const indexHandler = aws.indexImagesHandler(parts);

@@ -1,5 +1,6 @@
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError } from '../../lib/core/errors';
 import { databasePoolConfig, loadAwsConfig } from '../../lib/runtime/aws';
 import { MODELS_DIR } from '../helpers/shared';
@@ -58,6 +59,7 @@ describe('database credentials of the Lambdas', () => {
     const pool = await databasePoolConfig(config, {
       s3: new S3Client({}),
       secrets: secretsAnswering(['unused']),
+      sqs: new SQSClient({}),
     });
     // Assess
     expect(pool).toMatchObject({ host: HOST, port: 5433, user: 'ompf_indexer', database: 'ompf' });
@@ -83,7 +85,11 @@ describe('database credentials of the Lambdas', () => {
     const now = jest.spyOn(Date, 'now');
     try {
       now.mockReturnValue(1_000_000);
-      const pool = await databasePoolConfig(config, { s3: new S3Client({}), secrets });
+      const pool = await databasePoolConfig(config, {
+        s3: new S3Client({}),
+        secrets,
+        sqs: new SQSClient({}),
+      });
       const password = pool.password as () => Promise<string>;
       // Act + Assess
       expect(pool).toMatchObject({ host: HOST, port: 5433, user: 'ompf_admin', database: 'ompf' });

@@ -86,6 +86,7 @@ describe.each(postgres)('database roles on $name', (engine) => {
     );
     expect(roles).toEqual([
       { rolname: 'ompf_indexer', super: false, createrole: false, createdb: false },
+      { rolname: 'ompf_operator', super: false, createrole: false, createdb: false },
       { rolname: 'ompf_query', super: false, createrole: false, createdb: false },
     ]);
   });

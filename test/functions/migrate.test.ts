@@ -39,7 +39,7 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
   beforeAll(async () => {
     client = await engine.connect();
     await client.exec(
-      'DROP TABLE IF EXISTS images, index_failures, image_tombstones, ompf_store, ompf_migrations',
+      'DROP TABLE IF EXISTS images, index_failures, image_tombstones, ompf_store, ompf_migrations, ompf_indexes, ompf_reconcile_runs, ompf_event_errors, ompf_control_migrations',
     );
   });
   afterAll(async () => {
@@ -56,12 +56,18 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
 
   it('applies the same SQL migrations as the local mode on create, nothing more on update, nothing on delete', async () => {
     await client.exec(
-      'DROP TABLE IF EXISTS images, index_failures, image_tombstones, ompf_store, ompf_migrations',
+      'DROP TABLE IF EXISTS images, index_failures, image_tombstones, ompf_store, ompf_migrations, ompf_indexes, ompf_reconcile_runs, ompf_event_errors, ompf_control_migrations',
     );
     const handler = handlerWith('0.8.0');
     await expect(handler(create)).resolves.toEqual({
       PhysicalResourceId: 'ompf-schema',
-      Data: { applied: '1,2,3,4,5', pgvector: expect.stringMatching(/^0\.8\.\d+$/) },
+      Data: {
+        applied: '1,2,3,4,5,6',
+        pgvector: expect.stringMatching(/^0\.8\.\d+$/),
+        // The stage's first index: registered as active in the control schema's catalogue.
+        indexModel: 'mobilenetv2-int8+dba3',
+        indexState: 'active',
+      },
     });
     await expect(handler(update)).resolves.toMatchObject({ Data: { applied: '' } });
     await expect(handler(remove)).resolves.toEqual({ PhysicalResourceId: 'ompf-schema' });
@@ -77,7 +83,7 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
       "INSERT INTO image_tombstones (source, key, sequencer, deleted_at) VALUES ('b', 'old.jpg', '01', now() - interval '40 days'), ('b', 'new.jpg', '02', now())",
     );
     await expect(handlerWith('0.8.0')({ action: 'maintain' })).resolves.toEqual({
-      Data: { strategy: 'exact', prunedTombstones: '1' },
+      Data: { strategy: 'exact', prunedTombstones: '1', droppedIndexes: '' },
     });
   });
 });

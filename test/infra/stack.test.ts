@@ -144,7 +144,14 @@ describe('Ompf stack (dev)', () => {
       'sqs:GetQueueUrl',
       'sqs:ReceiveMessage',
     ]);
-    expect(query.sort()).toEqual(['rds-db:connect', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+    // GetQueueAttributes: GET /status reports the queues' depth.
+    expect(query.sort()).toEqual([
+      'rds-db:connect',
+      's3:GetObject',
+      's3:ListBucket',
+      's3:PutObject',
+      'sqs:GetQueueAttributes',
+    ]);
     // Only the migrate step reads the admin secret (test/infra/security.test.ts walks every statement).
     expect(actionsOf(logicalId(stack.migrator)).sort()).toEqual([
       'secretsmanager:DescribeSecret',
@@ -245,7 +252,7 @@ describe('Ompf stack (dev)', () => {
 
   it('requires an API key on every method, throttles, and answers gateway errors as JSON', () => {
     const methods = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGateway::Method');
-    expect(methods.map((m) => m.Properties.HttpMethod).sort()).toEqual(['GET', 'GET', 'POST', 'POST']);
+    expect(methods.map((m) => m.Properties.HttpMethod).sort()).toEqual(['GET', 'GET', 'GET', 'POST', 'POST']);
     expect(methods.every((m) => m.Properties.ApiKeyRequired === true)).toBe(true);
     template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
       Throttle: { RateLimit: 5, BurstLimit: 10 },
@@ -276,6 +283,7 @@ describe('Ompf stack (dev)', () => {
         'Errors',
         'Errors',
         'Errors',
+        'Errors',
       ].sort(),
     );
     expect(alarms.find((a) => a.MetricName === 'ApproximateAgeOfOldestMessage')?.Threshold).toBe(900);
@@ -283,6 +291,55 @@ describe('Ompf stack (dev)', () => {
     const groups = Object.values(resources).filter((r) => r.Type === 'AWS::Logs::LogGroup');
     expect(groups.length).toBeGreaterThanOrEqual(5);
     expect(groups.every((g) => g.Properties.RetentionInDays === 14)).toBe(true);
+  });
+
+  it('gives the operations function exactly what reconcile and the dead letters need', () => {
+    const operations = logicalId(stack.operations);
+    expect(actionsOf(operations).sort()).toEqual([
+      'rds-db:connect',
+      's3:ListBucket',
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+      'sqs:GetQueueAttributes',
+      'sqs:ListMessageMoveTasks',
+      'sqs:ReceiveMessage',
+      'sqs:SendMessage',
+      'sqs:StartMessageMoveTask',
+    ]);
+    // It reads no object and no secret; it sends to the indexing queue and works the dead letters only.
+    const send = statementsOf(operations).find((s) => [s.Action].flat().includes('sqs:SendMessage'));
+    expect(JSON.stringify(send?.Resource)).toContain(logicalId(stack.queue));
+    const move = statementsOf(operations).find((s) => [s.Action].flat().includes('sqs:StartMessageMoveTask'));
+    expect(JSON.stringify(move?.Resource)).toContain(logicalId(stack.deadLetterQueue));
+    expect(JSON.stringify(move?.Resource)).not.toContain(logicalId(stack.queue));
+    const variables = (
+      resources[operations]!.Properties.Environment as { Variables: Record<string, unknown> }
+    ).Variables;
+    expect(variables.OMPF_DB_USER).toBe('ompf_operator');
+    expect(resources[operations]!.Properties.Layers).toBeUndefined();
+  });
+
+  it('schedules a daily reconcile and a follow-up pass every 5 minutes, and a dashboard of the metrics', () => {
+    const rules = Object.values(resources).filter((r) => r.Type === 'AWS::Events::Rule');
+    const inputs = rules.map((r) => [
+      r.Properties.ScheduleExpression,
+      JSON.parse(String((r.Properties.Targets as { Input?: string }[])[0]?.Input ?? '{}')) as unknown,
+    ]);
+    expect(inputs).toEqual(
+      expect.arrayContaining([
+        ['rate(1 day)', { action: 'reconcile', trigger: 'schedule' }],
+        ['rate(5 minutes)', { action: 'reconcile', trigger: 'follow-up' }],
+        ['rate(1 hour)', { action: 'maintain' }],
+      ]),
+    );
+    const [dashboard] = Object.values(resources).filter((r) => r.Type === 'AWS::CloudWatch::Dashboard');
+    const body = JSON.stringify(dashboard?.Properties.DashboardBody);
+    for (const name of ['ImagesIndexed', 'ImagesFailed', 'EmbeddingMs', 'DatabaseMs', 'SearchMs', 'ResultsReturned', 'ApproximateAgeOfOldestMessage']) {
+      expect(body).toContain(name);
+    }
+    // Tracing is off by default (a stage turns it on in cdk.json).
+    expect(resources[logicalId(stack.query)]!.Properties.TracingConfig).toBeUndefined();
   });
 
   it('outputs the bucket, the API URL and how to get the API key', () => {

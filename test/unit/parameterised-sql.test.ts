@@ -23,7 +23,10 @@ const VETTED: Record<string, readonly string[]> = {
   // CREATE DATABASE) get values quoted by the driver's escapeLiteral / escapeIdentifier.
   'lib/lambda-local/loopback-database.ts': ['certFile', 'keyFile', 'password', 'name'],
   // Migration files shipped with the package (lib/adapters/store/migrations/*.sql).
-  'lib/adapters/store/migrator.ts': ['migration.sql'],
+  // and the ledger table, one of two literal names (MigrationLedger).
+  'lib/adapters/store/migrator.ts': ['migration.sql', 'ledger'],
+  // An index's schema, derived from its model id's hash and checked against /^ompf_[0-9a-f]{12}$/.
+  'lib/adapters/store/index-catalogue.ts': ['schema'],
 };
 
 interface SqlCall {

@@ -17,8 +17,10 @@ import {
   type ApiResponse,
 } from '../../api/http-api';
 import { InvalidInputError } from '../../core/errors';
-import type { ObjectEventIndexer, ObjectReader } from '../../core/object-events';
-import { parseS3Message } from './s3-events';
+import type { ObjectEventIndexer, ObjectEventOutcome, ObjectReader } from '../../core/object-events';
+import type { EventErrorRecord } from '../../core/ports';
+import { METRIC_NAMES, type FunctionMetrics } from './metrics';
+import { describeMessage, parseS3Message } from './s3-events';
 
 /**
  * The Lambda shells: event shape in, core call, result shape out. Nothing here decides anything the
@@ -30,6 +32,31 @@ export type Provider<T> = () => Promise<T>;
 export interface IndexerDependencies {
   readonly indexer: ObjectEventIndexer;
   readonly reader: ObjectReader;
+  /**
+   * Where the last error of a record that threw is kept (by message id), for the dead-letter listing.
+   * Best effort: when the database is what failed, nothing is written.
+   */
+  readonly eventErrors?: {
+    record(error: EventErrorRecord): Promise<void>;
+    clear(messageIds: readonly string[]): Promise<void>;
+  };
+}
+
+/** Nothing measured (tests that do not look at metrics). */
+export const NO_METRICS: FunctionMetrics = {
+  count: () => undefined,
+  countBy: () => undefined,
+  milliseconds: () => undefined,
+  flush: () => undefined,
+};
+
+const SKIPPED = new Set(['stale', 'ignored', 'gone', 'superseded', 'unchanged']);
+
+function countOutcome(metrics: FunctionMetrics, outcome: ObjectEventOutcome): void {
+  if (outcome.status === 'indexed') metrics.count(METRIC_NAMES.indexed);
+  else if (outcome.status === 'removed') metrics.count(METRIC_NAMES.removed);
+  else if (outcome.status === 'failed') metrics.countBy(METRIC_NAMES.failed, 'reason', outcome.code);
+  else if (SKIPPED.has(outcome.status)) metrics.count(METRIC_NAMES.skipped);
 }
 
 /**
@@ -40,6 +67,7 @@ export interface IndexerDependencies {
 export function createIndexHandler(
   dependencies: Provider<IndexerDependencies>,
   logger: Logger,
+  metrics: FunctionMetrics = NO_METRICS,
 ): (event: SQSEvent, context: Context) => Promise<SQSBatchResponse> {
   const processor = new BatchProcessor(EventType.SQS);
   const recordHandler = async (record: SQSRecord): Promise<void> => {
@@ -48,10 +76,20 @@ export function createIndexHandler(
       logger.info('S3 test event: notifications are configured', { messageId: record.messageId });
       return;
     }
+    if (message.kind === 'check') {
+      const { indexer, reader } = await dependencies();
+      const outcome = await indexer.check(message.check, reader);
+      countOutcome(metrics, outcome);
+      const fields = { messageId: record.messageId, check: true, ...message.check, ...outcome };
+      if (outcome.status === 'failed') logger.warn('image not indexed', fields);
+      else logger.info('object checked', fields);
+      return;
+    }
     if (message.events.length === 0) return;
     const { indexer, reader } = await dependencies();
     for (const event of message.events) {
       const outcome = await indexer.apply(event, reader);
+      countOutcome(metrics, outcome);
       const fields = { messageId: record.messageId, ...event, ...outcome };
       if (outcome.status === 'failed') logger.warn('image not indexed', fields);
       else logger.info('object event applied', fields);
@@ -60,18 +98,47 @@ export function createIndexHandler(
   const loggedRecordHandler = async (record: SQSRecord): Promise<void> => {
     try {
       await recordHandler(record);
+      // A message that failed before has its recorded error cleared (one statement, retries only).
+      if (Number(record.attributes.ApproximateReceiveCount) > 1) {
+        await (await dependencies()).eventErrors?.clear([record.messageId]).catch(() => undefined);
+      }
     } catch (error) {
       // The record goes back to the queue (and, after maxReceiveCount, to the dead-letter queue).
+      metrics.count(METRIC_NAMES.retried);
       logger.error('record failed; it will be retried', {
         messageId: record.messageId,
         error: error as Error,
         cause: describeCause(error),
       });
+      await recordEventError(record, error);
       throw error;
     }
   };
-  return (event, context) =>
-    processPartialResponse(event, loggedRecordHandler, processor, { context, processInParallel: false });
+  const recordEventError = async (record: SQSRecord, error: unknown): Promise<void> => {
+    try {
+      const errors = (await dependencies()).eventErrors;
+      const { keys } = describeMessage(record.body);
+      const cause = describeCause(error);
+      await errors?.record({
+        messageId: record.messageId,
+        source: undefined,
+        key: keys.join(', ') || undefined,
+        error: `${(error as Error).message ?? String(error)}${cause ? ` (${cause})` : ''}`,
+      });
+    } catch {
+      // The database is down, most likely the very failure being recorded: the logs keep it.
+    }
+  };
+  return async (event, context) => {
+    try {
+      return await processPartialResponse(event, loggedRecordHandler, processor, {
+        context,
+        processInParallel: false,
+      });
+    } finally {
+      metrics.flush();
+    }
+  };
 }
 
 /** An API Gateway REST proxy event as the framework-independent ApiRequest. */
@@ -114,9 +181,11 @@ export function toProxyResult(response: ApiResponse): APIGatewayProxyResult {
 export function createApiHandler(
   dependencies: Provider<ApiDependencies>,
   logger: Logger,
+  metrics: FunctionMetrics = NO_METRICS,
 ): (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult> {
   return async (event) => {
     let response: ApiResponse;
+    const started = performance.now();
     try {
       const request = toApiRequest(event);
       response = await handleApiRequest(await dependencies(), request);
@@ -124,6 +193,12 @@ export function createApiHandler(
       logger.error('request failed before routing', { error: error as Error });
       response = fromError(error);
     }
+    if (SEARCH_RESOURCES.has(event.resource) && response.status === 200) {
+      metrics.milliseconds(METRIC_NAMES.searchMs, performance.now() - started);
+      metrics.count(METRIC_NAMES.searches);
+      metrics.count(METRIC_NAMES.resultsReturned, countHits(response));
+    }
+    metrics.flush();
     const fields = { method: event.httpMethod, resource: event.resource, status: response.status };
     if (response.status < 500) {
       logger.info('request', fields);
@@ -133,6 +208,17 @@ export function createApiHandler(
     logger.error('request failed', { ...fields, body: response.body });
     return toProxyResult(withoutInternals(response));
   };
+}
+
+/** The routes that search (their time and result counts are metrics). */
+const SEARCH_RESOURCES = new Set(['/search', '/images/{key}/similar']);
+
+function countHits(response: ApiResponse): number {
+  try {
+    return (JSON.parse(String(response.body)) as { hits?: unknown[] }).hits?.length ?? 0;
+  } catch {
+    return 0;
+  }
 }
 
 function withoutInternals(response: ApiResponse): ApiResponse {
@@ -152,11 +238,15 @@ function withoutInternals(response: ApiResponse): ApiResponse {
 export interface MigrationResult {
   readonly applied: readonly number[];
   readonly pgvector: string;
+  /** The configured model's index: 'active', or 'building' beside the active one (a model change). */
+  readonly index?: { readonly modelId: string; readonly state: string };
 }
 
 export interface MaintenanceResult {
   readonly strategy: string;
   readonly prunedTombstones: number;
+  /** Retired indexes dropped (a re-index switched away from them). */
+  readonly droppedIndexes?: readonly string[];
 }
 
 /**
@@ -174,7 +264,13 @@ export function createMigrateHandler(
     if ('action' in event) {
       const result = await operations.maintain();
       logger.info('maintenance done', { ...result });
-      return { Data: { strategy: result.strategy, prunedTombstones: String(result.prunedTombstones) } };
+      return {
+        Data: {
+          strategy: result.strategy,
+          prunedTombstones: String(result.prunedTombstones),
+          droppedIndexes: (result.droppedIndexes ?? []).join(','),
+        },
+      };
     }
     const physicalId = 'ompf-schema';
     // Deleting the stack never drops data: the database's own removal policy decides.
@@ -183,7 +279,11 @@ export function createMigrateHandler(
     logger.info('migrations applied', { ...result });
     return {
       PhysicalResourceId: physicalId,
-      Data: { applied: result.applied.join(','), pgvector: result.pgvector },
+      Data: {
+        applied: result.applied.join(','),
+        pgvector: result.pgvector,
+        ...(result.index ? { indexModel: result.index.modelId, indexState: result.index.state } : {}),
+      },
     };
   };
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../../core/errors';
-import type { ObjectEvent } from '../../core/object-events';
+import type { ObjectCheck, ObjectEvent } from '../../core/object-events';
 
 /**
  * S3 event notifications as they arrive in an SQS message body. Only the fields the indexer needs
@@ -21,13 +21,49 @@ const s3RecordSchema = z.object({
   }),
 });
 
+/** A reconciliation check (lib/core/reconcile.ts), written by the operations function. */
+const checkSchema = z.strictObject({
+  ompfCheck: z.strictObject({
+    source: z.string().min(1),
+    key: z.string().min(1),
+    etag: z.string().min(1).optional(),
+  }),
+});
+
 const notificationSchema = z.union([
   z.object({ Event: z.literal('s3:TestEvent') }),
   z.object({ Records: z.array(s3RecordSchema) }),
+  checkSchema,
 ]);
 
 export type S3Message =
-  { readonly kind: 'test' } | { readonly kind: 'events'; readonly events: ObjectEvent[] };
+  | { readonly kind: 'test' }
+  | { readonly kind: 'events'; readonly events: ObjectEvent[] }
+  | { readonly kind: 'check'; readonly check: ObjectCheck };
+
+/** The SQS body of one reconciliation check. */
+export function checkMessageBody(check: ObjectCheck): string {
+  return JSON.stringify({
+    ompfCheck: { source: check.source, key: check.key, ...(check.etag ? { etag: check.etag } : {}) },
+  });
+}
+
+/** What a queued message is about, for the dead-letter listing; never throws. */
+export function describeMessage(body: string): { keys: string[]; description: string } {
+  try {
+    const message = parseS3Message(body);
+    if (message.kind === 'test') return { keys: [], description: 's3:TestEvent' };
+    if (message.kind === 'check') {
+      return { keys: [message.check.key], description: `reconcile check of ${message.check.key}` };
+    }
+    return {
+      keys: message.events.map((e) => e.key),
+      description: message.events.map((e) => `${e.kind} ${e.key}`).join(', ') || 'no object events',
+    };
+  } catch (error) {
+    return { keys: [], description: `not an object event: ${(error as Error).message}` };
+  }
+}
 
 /**
  * S3 sends object keys URL-encoded, with '+' for a space (form encoding): '+' becomes a space first,
@@ -60,6 +96,10 @@ export function parseS3Message(body: string): S3Message {
     throw new InvalidInputError(`The SQS message is not an S3 event notification: ${problems.join('; ')}.`);
   }
   if ('Event' in parsed.data) return { kind: 'test' };
+  if ('ompfCheck' in parsed.data) {
+    const { source, key, etag } = parsed.data.ompfCheck;
+    return { kind: 'check', check: { source, key, etag } };
+  }
   const events: ObjectEvent[] = [];
   for (const record of parsed.data.Records) {
     const kind = eventKind(record.eventName);

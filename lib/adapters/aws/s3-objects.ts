@@ -1,5 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  paginateListObjectsV2,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { UploadTicket } from '../../api/http-api';
 import {
@@ -9,14 +14,15 @@ import {
   TooLargeError,
 } from '../../core/errors';
 import type { ObjectContent, ObjectReader } from '../../core/object-events';
+import type { ListedObject, ObjectLister } from '../../core/reconcile';
 
 export interface S3ObjectsOptions {
   /** Objects larger than this are refused before their body is read. */
   readonly maxBytes: number;
 }
 
-/** Reads objects and signs short-lived URLs for one S3 client. */
-export class S3Objects implements ObjectReader {
+/** Reads and lists objects and signs short-lived URLs for one S3 client. */
+export class S3Objects implements ObjectReader, ObjectLister {
   constructor(
     private readonly s3: S3Client,
     private readonly options: S3ObjectsOptions,
@@ -40,6 +46,19 @@ export class S3Objects implements ObjectReader {
     if (!response.Body) throw new NotFoundError(`s3://${bucket}/${key} has no body.`);
     const bytes = await response.Body.transformToByteArray();
     return { bytes, etag: response.ETag, versionId: response.VersionId };
+  }
+
+  /** ListObjectsV2, 1,000 keys a page, in UTF-8 byte order (as S3 lists them). */
+  async *pages(bucket: string): AsyncIterable<readonly ListedObject[]> {
+    try {
+      for await (const page of paginateListObjectsV2({ client: this.s3, pageSize: 1000 }, { Bucket: bucket })) {
+        yield (page.Contents ?? []).flatMap((o) =>
+          o.Key === undefined ? [] : [{ key: o.Key, etag: (o.ETag ?? '').replace(/^"|"$/g, '') }],
+        );
+      }
+    } catch (error) {
+      throw translateS3Error(error, bucket, '');
+    }
   }
 
   /** A GET URL for one object, valid for `seconds`. */

@@ -13,11 +13,11 @@ export class FailuresAndStats {
     private readonly search: SearchStrategies,
   ) {}
 
-  async recordFailure(source: string, key: string, reason: string): Promise<void> {
+  async recordFailure(source: string, key: string, reason: string, etag?: string): Promise<void> {
     await this.context.client.query(
-      `INSERT INTO index_failures (source, key, reason) VALUES ($1, $2, $3)
-       ON CONFLICT (source, key) DO UPDATE SET reason = EXCLUDED.reason, failed_at = now()`,
-      [source, key, reason],
+      `INSERT INTO index_failures (source, key, reason, etag) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (source, key) DO UPDATE SET reason = EXCLUDED.reason, etag = EXCLUDED.etag, failed_at = now()`,
+      [source, key, reason, etag ?? null],
     );
   }
 

@@ -3,6 +3,14 @@ import { join } from 'node:path';
 import type { SqlClient } from './sql-client';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
+/** The control schema's migrations (a cloud stage's index catalogue: index-catalogue.ts). */
+export const CONTROL_MIGRATIONS_DIR = join(MIGRATIONS_DIR, 'control');
+
+/**
+ * Where applied migrations are recorded: each index schema has its own ledger; the control schema
+ * (public, in the cloud) keeps the catalogue's apart, so the two sets never mix.
+ */
+export type MigrationLedger = 'ompf_migrations' | 'ompf_control_migrations';
 const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
 
 export interface Migration {
@@ -33,22 +41,24 @@ export async function migrate(
   client: SqlClient,
   settings: { modelId: string; dimension: number },
   migrations: readonly Migration[] = loadMigrations(),
+  ledger: MigrationLedger = 'ompf_migrations',
 ): Promise<number[]> {
   return client.transaction(async (tx) => {
     if (client.engine === 'postgresql')
-      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['ompf_migrations']);
+      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [ledger]);
     // Created only when missing: PostgreSQL checks CREATE on the schema even for CREATE TABLE IF NOT
     // EXISTS, and the Lambdas' roles (lib/infra/database-roles.ts) must open a migrated store without it.
     const [existing] = await tx.query<{ present: boolean }>(
-      "SELECT to_regclass('ompf_migrations') IS NOT NULL AS present",
+      'SELECT to_regclass($1) IS NOT NULL AS present',
+      [ledger],
     );
     if (!existing?.present) {
       await tx.exec(
-        'CREATE TABLE ompf_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+        `CREATE TABLE ${ledger} (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
       );
     }
     const applied = new Set(
-      (await tx.query<{ version: number }>('SELECT version FROM ompf_migrations')).map((row) => row.version),
+      (await tx.query<{ version: number }>(`SELECT version FROM ${ledger}`)).map((row) => row.version),
     );
     const appliedNow: number[] = [];
     for (const migration of migrations) {
@@ -58,7 +68,7 @@ export async function migrate(
         String(settings.dimension),
       ]);
       await tx.exec(migration.sql);
-      await tx.query('INSERT INTO ompf_migrations (version, name) VALUES ($1, $2)', [
+      await tx.query(`INSERT INTO ${ledger} (version, name) VALUES ($1, $2)`, [
         migration.version,
         migration.name,
       ]);

@@ -1,5 +1,6 @@
 import type {
   ImageRecord,
+  IndexedKey,
   IndexFailure,
   NearestQuery,
   Neighbour,
@@ -154,8 +155,24 @@ export class PgVectorStore implements VectorStore {
     return this.sequenced.pruneTombstones(before);
   }
 
-  recordFailure(source: string, key: string, reason: string): Promise<void> {
-    return this.failures.recordFailure(source, key, reason);
+  recordFailure(source: string, key: string, reason: string, etag?: string): Promise<void> {
+    return this.failures.recordFailure(source, key, reason, etag);
+  }
+
+  indexedKey(source: string, key: string): Promise<IndexedKey | undefined> {
+    return this.reads.indexedKey(source, key);
+  }
+
+  indexedRange(source: string, after: string | undefined, upTo: string | undefined): Promise<IndexedKey[]> {
+    return this.reads.indexedRange(source, after, upTo);
+  }
+
+  upsertIfUnchanged(record: ImageRecord, expected: string | undefined): Promise<SequencedWrite> {
+    return this.sequenced.upsertIfUnchanged(record, expected);
+  }
+
+  removeIfUnchanged(source: string, key: string, expected: string | undefined): Promise<SequencedWrite> {
+    return this.sequenced.removeIfUnchanged(source, key, expected);
   }
 
   listFailures(source?: string): Promise<IndexFailure[]> {

@@ -1,3 +1,4 @@
+import type { IndexedKey } from '../../core/ports';
 import { decodeHalfvec } from './halfvec-binary';
 import type { SqlClient } from './sql-client';
 
@@ -41,6 +42,37 @@ export class RowReads {
       [source, key],
     );
     return row ? decodeHalfvec(row.embedding) : undefined;
+  }
+
+  /** The image or failure held for one key. */
+  async indexedKey(source: string, key: string): Promise<IndexedKey | undefined> {
+    const [row] = await this.client.query<{ etag: string | null; failed: boolean }>(
+      `SELECT etag, false AS failed FROM images WHERE source = $1 AND key = $2
+       UNION ALL
+       SELECT etag, true AS failed FROM index_failures WHERE source = $1 AND key = $2
+       ORDER BY failed LIMIT 1`,
+      [source, key],
+    );
+    return row ? { key, etag: row.etag ?? undefined, failed: row.failed } : undefined;
+  }
+
+  /** Images and failures of `source` in (after, upTo], in byte order (the bucket listing's). */
+  async indexedRange(
+    source: string,
+    after: string | undefined,
+    upTo: string | undefined,
+  ): Promise<IndexedKey[]> {
+    const rows = await this.client.query<{ key: string; etag: string | null; failed: boolean }>(
+      `SELECT key, etag, false AS failed FROM images
+       WHERE source = $1 AND ($2::text IS NULL OR key COLLATE "C" > $2) AND ($3::text IS NULL OR key COLLATE "C" <= $3)
+       UNION ALL
+       SELECT f.key, f.etag, true AS failed FROM index_failures f
+       WHERE f.source = $1 AND ($2::text IS NULL OR f.key COLLATE "C" > $2) AND ($3::text IS NULL OR f.key COLLATE "C" <= $3)
+         AND NOT EXISTS (SELECT 1 FROM images i WHERE i.source = f.source AND i.key = f.key)
+       ORDER BY 1 COLLATE "C"`,
+      [source, after ?? null, upTo ?? null],
+    );
+    return rows.map((row) => ({ key: row.key, etag: row.etag ?? undefined, failed: row.failed }));
   }
 
   async findSources(key: string): Promise<string[]> {

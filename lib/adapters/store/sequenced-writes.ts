@@ -51,24 +51,66 @@ export class SequencedWrites {
       if (current !== undefined && compareSequencers(sequencer, current) <= 0) {
         return { applied: false, current };
       }
-      if (this.augmentation.k > 0) await this.augmentation.lock(tx);
-      const removed = await tx.query<{ id: string }>(
-        'DELETE FROM images WHERE source = $1 AND key = $2 RETURNING id::text AS id',
-        [source, key],
+      const existed = await this.deleteRow(tx, source, key);
+      await this.writeTombstone(tx, source, key, sequencer);
+      return { applied: true, existed };
+    });
+  }
+
+  /** The row (with its DBA upkeep) and any failure of the key; true when a row existed. */
+  private async deleteRow(tx: SqlExecutor, source: string, key: string): Promise<boolean> {
+    if (this.augmentation.k > 0) await this.augmentation.lock(tx);
+    const removed = await tx.query<{ id: string }>(
+      'DELETE FROM images WHERE source = $1 AND key = $2 RETURNING id::text AS id',
+      [source, key],
+    );
+    if (this.augmentation.k > 0)
+      await this.augmentation.maintain(
+        tx,
+        [],
+        removed.map((row) => row.id),
       );
-      if (this.augmentation.k > 0)
-        await this.augmentation.maintain(
-          tx,
-          [],
-          removed.map((row) => row.id),
-        );
-      await tx.query('DELETE FROM index_failures WHERE source = $1 AND key = $2', [source, key]);
-      await tx.query(
-        `INSERT INTO image_tombstones (source, key, sequencer) VALUES ($1, $2, $3)
-         ON CONFLICT (source, key) DO UPDATE SET sequencer = EXCLUDED.sequencer, deleted_at = now()`,
-        [source, key, sequencer],
-      );
-      return { applied: true, existed: removed.length > 0 };
+    await tx.query('DELETE FROM index_failures WHERE source = $1 AND key = $2', [source, key]);
+    return removed.length > 0;
+  }
+
+  private async writeTombstone(tx: SqlExecutor, source: string, key: string, sequencer: string): Promise<void> {
+    await tx.query(
+      `INSERT INTO image_tombstones (source, key, sequencer) VALUES ($1, $2, $3)
+       ON CONFLICT (source, key) DO UPDATE SET sequencer = EXCLUDED.sequencer, deleted_at = now()`,
+      [source, key, sequencer],
+    );
+  }
+
+  /** Reconciliation's write: applied only while the key's newest applied sequencer is `expected`. */
+  async upsertIfUnchanged(record: ImageRecord, expected: string | undefined): Promise<SequencedWrite> {
+    this.rows.assertVector(record.embedding);
+    await this.search.promoteForAugmentation();
+    return this.context.client.transaction(async (tx) => {
+      const applied = await this.lockAndReadSequencers(tx, record.source, record.key);
+      const current = newest(applied);
+      if (current !== expected) return { applied: false, current: current ?? '' };
+      await this.rows.writeRows(tx, [{ ...record, sequencer: expected }]);
+      await tx.query('DELETE FROM image_tombstones WHERE source = $1 AND key = $2', [
+        record.source,
+        record.key,
+      ]);
+      return { applied: true, existed: applied.image !== undefined };
+    });
+  }
+
+  /**
+   * Reconciliation's removal of a row whose object is gone, while nothing newer was applied. The
+   * tombstone keeps `expected`, so a late event from before it cannot bring the row back.
+   */
+  async removeIfUnchanged(source: string, key: string, expected: string | undefined): Promise<SequencedWrite> {
+    return this.context.client.transaction(async (tx) => {
+      const applied = await this.lockAndReadSequencers(tx, source, key);
+      const current = newest(applied);
+      if (current !== expected) return { applied: false, current: current ?? '' };
+      const existed = await this.deleteRow(tx, source, key);
+      if (expected !== undefined) await this.writeTombstone(tx, source, key, expected);
+      return { applied: true, existed };
     });
   }
 

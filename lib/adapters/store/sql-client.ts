@@ -36,18 +36,33 @@ export function resilientPool(config: pg.PoolConfig): pg.Pool {
   return pool;
 }
 
+/**
+ * Connections whose unqualified table names resolve in `schema` (a cloud stage's index, one schema
+ * per model id: index-catalogue.ts), with `public` after it for pgvector's types. A startup
+ * parameter, so every connection of the pool has it from the first statement.
+ */
+export function searchPathOption(schema: string | undefined): { options?: string } {
+  if (schema === undefined || schema === 'public') return {};
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`'${schema}' is not a schema name.`);
+  return { options: `-c search_path=${schema},public` };
+}
+
 export class PostgresSqlClient implements SqlClient {
   readonly engine = 'postgresql';
 
   constructor(private readonly pool: pg.Pool) {}
 
-  static connect(connectionString: string, options: { maxConnections?: number } = {}): PostgresSqlClient {
+  static connect(
+    connectionString: string,
+    options: { maxConnections?: number; schema?: string } = {},
+  ): PostgresSqlClient {
     return new PostgresSqlClient(
       resilientPool({
         connectionString,
         max: options.maxConnections ?? 4,
         connectionTimeoutMillis: 10_000,
         idleTimeoutMillis: 30_000,
+        ...searchPathOption(options.schema),
       }),
     );
   }
