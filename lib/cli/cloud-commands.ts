@@ -58,7 +58,13 @@ export function addCloudCommands(program: Command, { json, say, run }: CloudComm
           action: 'reconcile',
           trigger: 'command',
           force: options.force === true,
-        })) as { counts: Counts; modelId: string; index: string; switched: boolean; waitingForQueue?: number };
+        })) as {
+          counts: Counts;
+          modelId: string;
+          index: string;
+          switched: boolean;
+          waitingForQueue?: number;
+        };
         if (json()) return printJson(report);
         if (report.waitingForQueue !== undefined) {
           say(
@@ -122,7 +128,9 @@ export function addCloudCommands(program: Command, { json, say, run }: CloudComm
 
   cloud
     .command('status')
-    .description('The stage: the index answering queries and any being built, counts, reconcile runs, queues.')
+    .description(
+      'The stage: the index answering queries and any being built, counts, reconcile runs, queues.',
+    )
     .requiredOption('--stage <name>', 'stage (cdk.json)', stageName)
     .action(
       run(async (options: { stage: string }) => {
@@ -140,8 +148,15 @@ export function addCloudCommands(program: Command, { json, say, run }: CloudComm
             `re-indexing to ${status.reindex.to}: ${status.reindex.indexed} of about ${status.reindex.of ?? '?'} done`,
           );
         }
-        say(table(['index', 'state', 'images', 'failures'], status.indexes.map((i) => [i.model, i.state, i.images, i.failures])));
-        say(`queue: ${String(status.queues.indexing)} messages; dead letters: ${String(status.queues.deadLetters)}`);
+        say(
+          table(
+            ['index', 'state', 'images', 'failures'],
+            status.indexes.map((i) => [i.model, i.state, i.images, i.failures]),
+          ),
+        );
+        say(
+          `queue: ${String(status.queues.indexing)} messages; dead letters: ${String(status.queues.deadLetters)}`,
+        );
       }),
     );
 }

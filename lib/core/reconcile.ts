@@ -74,9 +74,17 @@ export class Reconciler {
   async run(source: string, trigger: ReconcileTrigger, force = false): Promise<ReconcileReport> {
     const entries = await this.catalogue.entries();
     const target = entries.find((e) => e.state === 'building') ?? entries.find((e) => e.state === 'active');
-    if (!target) throw new Error('The stage has no index yet: deploy it first (the migrate step creates it).');
+    if (!target)
+      throw new Error('The stage has no index yet: deploy it first (the migrate step creates it).');
     const index = target.state === 'building' ? 'building' : 'active';
-    const empty: ReconcileRunCounts = { listed: 0, missing: 0, changed: 0, gone: 0, unchanged: 0, enqueued: 0 };
+    const empty: ReconcileRunCounts = {
+      listed: 0,
+      missing: 0,
+      changed: 0,
+      gone: 0,
+      unchanged: 0,
+      enqueued: 0,
+    };
     if (index === 'building' && !force) {
       const depth = await this.queue.depth();
       if (depth > 0) {

@@ -37,7 +37,8 @@ export class Observability extends Construct {
       enforceSSL: true,
       masterKey: kms.Alias.fromAliasName(scope, 'SnsKey', 'alias/aws/sns'),
     });
-    if (props.alarmEmail) this.topic.addSubscription(new snsSubscriptions.EmailSubscription(props.alarmEmail));
+    if (props.alarmEmail)
+      this.topic.addSubscription(new snsSubscriptions.EmailSubscription(props.alarmEmail));
     const alarm = (name: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
       const a = new cloudwatch.Alarm(scope, name, {
         metric,
@@ -68,7 +69,12 @@ export class Observability extends Construct {
       props.oldestMessageSeconds,
       'Indexing is falling behind (or failing and retrying): the oldest object event is waiting too long.',
     );
-    alarm('IndexerErrorsAlarm', functions.indexer.metricErrors(fiveMinutes), 1, 'The indexing Lambda failed.');
+    alarm(
+      'IndexerErrorsAlarm',
+      functions.indexer.metricErrors(fiveMinutes),
+      1,
+      'The indexing Lambda failed.',
+    );
     alarm('SearchErrorsAlarm', functions.query.metricErrors(fiveMinutes), 1, 'The query Lambda failed.');
     alarm(
       'MigrateErrorsAlarm',
@@ -114,28 +120,54 @@ export class Observability extends Construct {
       ]),
       graph(
         'Indexing time (ms)',
-        [own(METRIC_NAMES.embeddingMs, 'p50', 'embedding p50'), own(METRIC_NAMES.embeddingMs, 'p95', 'embedding p95')],
-        [own(METRIC_NAMES.databaseMs, 'p50', 'database p50'), own(METRIC_NAMES.databaseMs, 'p95', 'database p95')],
+        [
+          own(METRIC_NAMES.embeddingMs, 'p50', 'embedding p50'),
+          own(METRIC_NAMES.embeddingMs, 'p95', 'embedding p95'),
+        ],
+        [
+          own(METRIC_NAMES.databaseMs, 'p50', 'database p50'),
+          own(METRIC_NAMES.databaseMs, 'p95', 'database p95'),
+        ],
       ),
     );
     this.dashboard.addWidgets(
       graph(
         'Queues',
         [
-          queue.metricApproximateNumberOfMessagesVisible({ ...fiveMinutes, statistic: 'Maximum', label: 'waiting' }),
-          queue.metricApproximateNumberOfMessagesNotVisible({ ...fiveMinutes, statistic: 'Maximum', label: 'in flight' }),
+          queue.metricApproximateNumberOfMessagesVisible({
+            ...fiveMinutes,
+            statistic: 'Maximum',
+            label: 'waiting',
+          }),
+          queue.metricApproximateNumberOfMessagesNotVisible({
+            ...fiveMinutes,
+            statistic: 'Maximum',
+            label: 'in flight',
+          }),
           deadLetterQueue.metricApproximateNumberOfMessagesVisible({
             ...fiveMinutes,
             statistic: 'Maximum',
             label: 'dead letters',
           }),
         ],
-        [queue.metricApproximateAgeOfOldestMessage({ ...fiveMinutes, statistic: 'Maximum', label: 'oldest (s)' })],
+        [
+          queue.metricApproximateAgeOfOldestMessage({
+            ...fiveMinutes,
+            statistic: 'Maximum',
+            label: 'oldest (s)',
+          }),
+        ],
       ),
       graph(
         'Search',
-        [own(METRIC_NAMES.searchMs, 'p50', 'search p50 (ms)'), own(METRIC_NAMES.searchMs, 'p95', 'search p95 (ms)')],
-        [own(METRIC_NAMES.searches, 'Sum', 'searches'), own(METRIC_NAMES.resultsReturned, 'Sum', 'results returned')],
+        [
+          own(METRIC_NAMES.searchMs, 'p50', 'search p50 (ms)'),
+          own(METRIC_NAMES.searchMs, 'p95', 'search p95 (ms)'),
+        ],
+        [
+          own(METRIC_NAMES.searches, 'Sum', 'searches'),
+          own(METRIC_NAMES.resultsReturned, 'Sum', 'results returned'),
+        ],
       ),
     );
     this.dashboard.addWidgets(
@@ -143,10 +175,14 @@ export class Observability extends Construct {
         'Function errors',
         Object.entries(functions).map(([name, fn]) => fn.metricErrors({ ...fiveMinutes, label: name })),
       ),
-      graph('API', [api.metricLatency({ ...fiveMinutes, statistic: 'p95', label: 'latency p95 (ms)' })], [
-        api.metricServerError({ ...fiveMinutes, label: '5xx' }),
-        api.metricClientError({ ...fiveMinutes, label: '4xx' }),
-      ]),
+      graph(
+        'API',
+        [api.metricLatency({ ...fiveMinutes, statistic: 'p95', label: 'latency p95 (ms)' })],
+        [
+          api.metricServerError({ ...fiveMinutes, label: '5xx' }),
+          api.metricClientError({ ...fiveMinutes, label: '4xx' }),
+        ],
+      ),
       graph('Reconcile', [own(METRIC_NAMES.reconcileEnqueued, 'Sum', 'checks enqueued')]),
     );
   }

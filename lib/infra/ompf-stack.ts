@@ -83,7 +83,8 @@ export class OmpfStack extends Stack {
     // reads the queues' depth.
     network.addInterfaceEndpoint('Sqs', { service: ec2.InterfaceVpcEndpointAwsService.SQS });
     // With tracing on, the SDK's subsegments reach X-Ray from the private subnets.
-    if (config.tracing) network.addInterfaceEndpoint('XRay', { service: ec2.InterfaceVpcEndpointAwsService.XRAY });
+    if (config.tracing)
+      network.addInterfaceEndpoint('XRay', { service: ec2.InterfaceVpcEndpointAwsService.XRAY });
     network.addFlowLog('FlowLog', {
       destination: ec2.FlowLogDestination.toCloudWatchLogs(
         new logs.LogGroup(this, 'FlowLogs', { retention, removalPolicy }),

@@ -43,7 +43,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           .invoke(name, JSON.parse(body || 'null'))
           .then((result) => {
             if (!result) {
-              response.writeHead(404, { 'content-type': 'application/json', 'x-amzn-errortype': 'ResourceNotFoundException' });
+              response.writeHead(404, {
+                'content-type': 'application/json',
+                'x-amzn-errortype': 'ResourceNotFoundException',
+              });
               response.end(JSON.stringify({ Type: 'User', message: `Function not found: ${name}` }));
               return;
             }
@@ -55,7 +58,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
             response.end(JSON.stringify(result.error ?? result.payload ?? null));
           })
           .catch((error: Error) => {
-            response.writeHead(500, { 'content-type': 'application/json', 'x-amzn-errortype': 'ServiceException' });
+            response.writeHead(500, {
+              'content-type': 'application/json',
+              'x-amzn-errortype': 'ServiceException',
+            });
             response.end(JSON.stringify({ message: error.message }));
           });
         return;
@@ -63,7 +69,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       const form = new URLSearchParams(body);
       if (form.get('Action') !== 'DescribeStacks') {
         response.writeHead(400, { 'content-type': 'text/xml' });
-        response.end('<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>Only DescribeStacks and Invoke are served here.</Message></Error></ErrorResponse>');
+        response.end(
+          '<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>Only DescribeStacks and Invoke are served here.</Message></Error></ErrorResponse>',
+        );
         return;
       }
       const stack = form.get('StackName') ?? '';
@@ -76,7 +84,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         return;
       }
       const outputs = [...options.outputs]
-        .map(([key, value]) => `<member><OutputKey>${xml(key)}</OutputKey><OutputValue>${xml(value)}</OutputValue></member>`)
+        .map(
+          ([key, value]) =>
+            `<member><OutputKey>${xml(key)}</OutputKey><OutputValue>${xml(value)}</OutputValue></member>`,
+        )
         .join('');
       response.writeHead(200, { 'content-type': 'text/xml' });
       response.end(

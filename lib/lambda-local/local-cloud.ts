@@ -200,7 +200,10 @@ export class LocalCloud {
     const deployed = (): LocalFunction[] => Object.values(cloud.functions);
     const eventSource = new SqsEventSourceMapping(
       queue,
-      (event: SQSEvent) => deployed().find((f) => f.name.endsWith('-IndexImages'))!.invoke(event),
+      (event: SQSEvent) =>
+        deployed()
+          .find((f) => f.name.endsWith('-IndexImages'))!
+          .invoke(event),
       {
         batchSize: mapping.batchSize,
         reportBatchItemFailures: mapping.reportBatchItemFailures,
@@ -224,7 +227,10 @@ export class LocalCloud {
         ['QueueUrl', sqs.urlOf(queue)],
         ['DeadLetterQueueUrl', sqs.urlOf(deadLetters)],
       ]),
-      invoke: async (name, payload) => deployed().find((f) => f.name === name)?.invoke(payload),
+      invoke: async (name, payload) =>
+        deployed()
+          .find((f) => f.name === name)
+          ?.invoke(payload),
     });
     const cloud: LocalCloud = new LocalCloud(
       clock,
@@ -298,10 +304,7 @@ export class LocalCloud {
     const floor = functions.migrate.variables.OMPF_MIN_PGVECTOR;
     if (floor && compareVersions(pgvector, floor) < 0 && options.keepPgvectorFloor !== true) {
       functions.migrate.variables.OMPF_MIN_PGVECTOR = pgvector;
-      options.log?.(
-        'harness',
-        `the local pgvector is ${pgvector}; OMPF_MIN_PGVECTOR ${floor} lowered to it`,
-      );
+      options.log?.('harness', `the local pgvector is ${pgvector}; OMPF_MIN_PGVECTOR ${floor} lowered to it`);
     }
 
     return functions;

@@ -34,11 +34,15 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
   const byUrl = () => new Map(queues.map((q) => [`${endpoint}/${account}/${q.name}`, q]));
   const byArn = () => new Map(queues.map((q) => [q.arn, q]));
   type Body = Record<string, unknown>;
-  const fail = (type: string, message: string) => ({ status: 400, body: { __type: `com.amazonaws.sqs#${type}`, message } });
+  const fail = (type: string, message: string) => ({
+    status: 400,
+    body: { __type: `com.amazonaws.sqs#${type}`, message },
+  });
   const handle = (operation: string, input: Body): { status: number; body: unknown } => {
     const queue = typeof input.QueueUrl === 'string' ? byUrl().get(input.QueueUrl) : undefined;
     const needQueue = !['StartMessageMoveTask', 'ListMessageMoveTasks'].includes(operation);
-    if (needQueue && !queue) return fail('QueueDoesNotExist', `The queue ${String(input.QueueUrl)} does not exist.`);
+    if (needQueue && !queue)
+      return fail('QueueDoesNotExist', `The queue ${String(input.QueueUrl)} does not exist.`);
     const q = queue!;
     switch (operation) {
       case 'SendMessage': {
@@ -47,18 +51,26 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
       }
       case 'SendMessageBatch': {
         const entries = (input.Entries ?? []) as { Id: string; MessageBody: string }[];
-        if (entries.length === 0 || entries.length > 10) return fail('TooManyEntriesInBatchRequest', '1 to 10 entries.');
+        if (entries.length === 0 || entries.length > 10)
+          return fail('TooManyEntriesInBatchRequest', '1 to 10 entries.');
         return {
           status: 200,
           body: {
-            Successful: entries.map((e) => ({ Id: e.Id, MessageId: q.send(e.MessageBody), MD5OfMessageBody: md5(e.MessageBody) })),
+            Successful: entries.map((e) => ({
+              Id: e.Id,
+              MessageId: q.send(e.MessageBody),
+              MD5OfMessageBody: md5(e.MessageBody),
+            })),
             Failed: [],
           },
         };
       }
       case 'ReceiveMessage': {
         const max = Number(input.MaxNumberOfMessages ?? 1);
-        const records = q.receive(max, input.VisibilityTimeout === undefined ? undefined : Number(input.VisibilityTimeout));
+        const records = q.receive(
+          max,
+          input.VisibilityTimeout === undefined ? undefined : Number(input.VisibilityTimeout),
+        );
         return {
           status: 200,
           body: {
@@ -67,7 +79,10 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
               ReceiptHandle: r.receiptHandle,
               MD5OfBody: md5(r.body),
               Body: r.body,
-              Attributes: { ApproximateReceiveCount: r.attributes.ApproximateReceiveCount, SentTimestamp: r.attributes.SentTimestamp },
+              Attributes: {
+                ApproximateReceiveCount: r.attributes.ApproximateReceiveCount,
+                SentTimestamp: r.attributes.SentTimestamp,
+              },
             })),
           },
         };
@@ -81,13 +96,19 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
         }
         return { status: 200, body: {} };
       case 'ChangeMessageVisibilityBatch': {
-        const entries = (input.Entries ?? []) as { Id: string; ReceiptHandle: string; VisibilityTimeout: number }[];
+        const entries = (input.Entries ?? []) as {
+          Id: string;
+          ReceiptHandle: string;
+          VisibilityTimeout: number;
+        }[];
         const ok = entries.filter((e) => q.changeVisibility(e.ReceiptHandle, Number(e.VisibilityTimeout)));
         return {
           status: 200,
           body: {
             Successful: ok.map((e) => ({ Id: e.Id })),
-            Failed: entries.filter((e) => !ok.includes(e)).map((e) => ({ Id: e.Id, Code: 'ReceiptHandleIsInvalid', SenderFault: true })),
+            Failed: entries
+              .filter((e) => !ok.includes(e))
+              .map((e) => ({ Id: e.Id, Code: 'ReceiptHandleIsInvalid', SenderFault: true })),
           },
         };
       }
@@ -104,7 +125,8 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
         };
       case 'StartMessageMoveTask': {
         const source = byArn().get(String(input.SourceArn));
-        const destination = input.DestinationArn === undefined ? undefined : byArn().get(String(input.DestinationArn));
+        const destination =
+          input.DestinationArn === undefined ? undefined : byArn().get(String(input.DestinationArn));
         if (!source) return fail('ResourceNotFoundException', `No queue ${String(input.SourceArn)}.`);
         if (!destination) return fail('UnsupportedOperation', 'Name the destination queue (DestinationArn).');
         const task = { handle: randomUUID(), moved: source.moveAllTo(destination), startedAt: Date.now() };
@@ -128,7 +150,13 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
         };
       }
       default:
-        return { status: 400, body: { __type: 'com.amazonaws.sqs#UnsupportedOperation', message: `${operation} is not served here.` } };
+        return {
+          status: 400,
+          body: {
+            __type: 'com.amazonaws.sqs#UnsupportedOperation',
+            message: `${operation} is not served here.`,
+          },
+        };
     }
   };
   const server: Server = createServer((request, response) => {
@@ -143,7 +171,10 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
       } catch (error) {
         result = { status: 500, body: { __type: 'InternalError', message: (error as Error).message } };
       }
-      response.writeHead(result.status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': randomUUID() });
+      response.writeHead(result.status, {
+        'content-type': 'application/x-amz-json-1.0',
+        'x-amzn-requestid': randomUUID(),
+      });
       response.end(JSON.stringify(result.body));
     });
   });

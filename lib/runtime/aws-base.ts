@@ -332,7 +332,7 @@ export async function runMigrations(
   await catalogue.createSchema(target.schema);
   const targetSql = await parts.sqlFor(target.schema);
   const [table] = await targetSql.query<{ present: boolean }>(
-    "SELECT to_regclass('ompf_migrations') IS NOT NULL AS present",
+    "SELECT to_regclass(format('%I.ompf_migrations', current_schema())) IS NOT NULL AS present",
   );
   const before = table?.present
     ? await targetSql.query<{ version: number }>('SELECT version FROM ompf_migrations')
@@ -426,7 +426,8 @@ export function awsParts(
   const bySchema = new Map<string, Provider<SqlClient>>();
   const sqlFor = (schema: string): Promise<SqlClient> => {
     if (schema === HOME_SCHEMA) return home();
-    if (given) throw new Error(`A given SQL client serves the '${HOME_SCHEMA}' schema only, not '${schema}'.`);
+    if (given)
+      throw new Error(`A given SQL client serves the '${HOME_SCHEMA}' schema only, not '${schema}'.`);
     let provider = bySchema.get(schema);
     if (!provider) {
       provider = once(() => openSqlClient(config, clients, schema));

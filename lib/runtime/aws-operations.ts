@@ -22,7 +22,10 @@ const operationSchema = z.discriminatedUnion('action', [
     /** Run a pass for a building index even while the queue still holds checks. */
     force: z.boolean().default(false),
   }),
-  z.strictObject({ action: z.literal('dead-letters'), limit: z.number().int().min(1).max(1000).default(100) }),
+  z.strictObject({
+    action: z.literal('dead-letters'),
+    limit: z.number().int().min(1).max(1000).default(100),
+  }),
   z.strictObject({ action: z.literal('redrive') }),
   z.strictObject({ action: z.literal('status') }),
 ]);

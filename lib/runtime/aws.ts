@@ -1,9 +1,5 @@
 import type { ApiDependencies } from '../api/http-api';
-import {
-  createApiHandler,
-  createIndexHandler,
-  type IndexerDependencies,
-} from '../adapters/aws/lambda';
+import { createApiHandler, createIndexHandler, type IndexerDependencies } from '../adapters/aws/lambda';
 import { powertoolsMetrics, timedEmbedder, timedStore, type FunctionMetrics } from '../adapters/aws/metrics';
 import { queryUploads, S3Objects } from '../adapters/aws/s3-objects';
 import { resolveModelSpec } from '../adapters/models/model-registry';
@@ -91,10 +87,15 @@ export async function openIndexer(
   const hasCatalogue = (await catalogue()) !== undefined;
   const errors = new PgIndexCatalogue(await parts.sql());
   return {
-    indexer: new ObjectEventIndexer(timedStore(store, metrics), timedEmbedder(embedder, metrics), preprocessor, {
-      ignorePrefixes: [parts.config.uploadsPrefix],
-      otherIndexes,
-    }),
+    indexer: new ObjectEventIndexer(
+      timedStore(store, metrics),
+      timedEmbedder(embedder, metrics),
+      preprocessor,
+      {
+        ignorePrefixes: [parts.config.uploadsPrefix],
+        otherIndexes,
+      },
+    ),
     reader: new S3Objects(parts.clients.s3, { maxBytes: parts.config.base.maxImageBytes }),
     ...(hasCatalogue
       ? {

@@ -335,7 +335,15 @@ describe('Ompf stack (dev)', () => {
     );
     const [dashboard] = Object.values(resources).filter((r) => r.Type === 'AWS::CloudWatch::Dashboard');
     const body = JSON.stringify(dashboard?.Properties.DashboardBody);
-    for (const name of ['ImagesIndexed', 'ImagesFailed', 'EmbeddingMs', 'DatabaseMs', 'SearchMs', 'ResultsReturned', 'ApproximateAgeOfOldestMessage']) {
+    for (const name of [
+      'ImagesIndexed',
+      'ImagesFailed',
+      'EmbeddingMs',
+      'DatabaseMs',
+      'SearchMs',
+      'ResultsReturned',
+      'ApproximateAgeOfOldestMessage',
+    ]) {
       expect(body).toContain(name);
     }
     // Tracing is off by default (a stage turns it on in cdk.json).

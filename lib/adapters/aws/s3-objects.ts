@@ -1,10 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import {
-  GetObjectCommand,
-  paginateListObjectsV2,
-  PutObjectCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, paginateListObjectsV2, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { UploadTicket } from '../../api/http-api';
 import {
@@ -51,7 +46,10 @@ export class S3Objects implements ObjectReader, ObjectLister {
   /** ListObjectsV2, 1,000 keys a page, in UTF-8 byte order (as S3 lists them). */
   async *pages(bucket: string): AsyncIterable<readonly ListedObject[]> {
     try {
-      for await (const page of paginateListObjectsV2({ client: this.s3, pageSize: 1000 }, { Bucket: bucket })) {
+      for await (const page of paginateListObjectsV2(
+        { client: this.s3, pageSize: 1000 },
+        { Bucket: bucket },
+      )) {
         yield (page.Contents ?? []).flatMap((o) =>
           o.Key === undefined ? [] : [{ key: o.Key, etag: (o.ETag ?? '').replace(/^"|"$/g, '') }],
         );

@@ -89,7 +89,7 @@ export class DeadLetterQueue {
     const total = await queueDepth(this.sqs, this.queueUrl);
     const seen = new Map<string, DeadLetter>();
     const handles: { Id: string; ReceiptHandle: string }[] = [];
-    for (let empty = 0; seen.size < limit && empty < 2; ) {
+    for (let empty = 0; seen.size < limit && empty < 2;) {
       const result = await sqsCall(() =>
         this.sqs.send(
           new ReceiveMessageCommand({
@@ -159,7 +159,10 @@ async function sqsCall<T>(call: () => Promise<T>): Promise<T> {
   } catch (error) {
     const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
     if (status === undefined || status >= 500) {
-      throw new DependencyUnavailableError('SQS could not be reached.', { cause: error, hint: 'Retry later.' });
+      throw new DependencyUnavailableError('SQS could not be reached.', {
+        cause: error,
+        hint: 'Retry later.',
+      });
     }
     throw error;
   }

@@ -53,10 +53,13 @@ export async function invokeOperation(
       }),
     );
   } catch (error) {
-    throw new DependencyUnavailableError(`Lambda could not invoke ${functionName}: ${(error as Error).message}`, {
-      cause: error,
-      hint: 'Check your AWS credentials (lambda:InvokeFunction on the function) and region.',
-    });
+    throw new DependencyUnavailableError(
+      `Lambda could not invoke ${functionName}: ${(error as Error).message}`,
+      {
+        cause: error,
+        hint: 'Check your AWS credentials (lambda:InvokeFunction on the function) and region.',
+      },
+    );
   }
   const text = result.Payload ? Buffer.from(result.Payload).toString('utf8') : 'null';
   const payload: unknown = JSON.parse(text || 'null');

@@ -49,7 +49,8 @@ export async function migrate(
     // Created only when missing: PostgreSQL checks CREATE on the schema even for CREATE TABLE IF NOT
     // EXISTS, and the Lambdas' roles (lib/infra/database-roles.ts) must open a migrated store without it.
     const [existing] = await tx.query<{ present: boolean }>(
-      'SELECT to_regclass($1) IS NOT NULL AS present',
+      // In this schema only: an index schema's search_path has `public` after it, whose ledger is not its own.
+      "SELECT to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL AS present",
       [ledger],
     );
     if (!existing?.present) {

@@ -63,13 +63,14 @@ export class RowReads {
     upTo: string | undefined,
   ): Promise<IndexedKey[]> {
     const rows = await this.client.query<{ key: string; etag: string | null; failed: boolean }>(
-      `SELECT key, etag, false AS failed FROM images
+      `SELECT key, etag, failed FROM (
+       SELECT key, etag, false AS failed FROM images
        WHERE source = $1 AND ($2::text IS NULL OR key COLLATE "C" > $2) AND ($3::text IS NULL OR key COLLATE "C" <= $3)
        UNION ALL
        SELECT f.key, f.etag, true AS failed FROM index_failures f
        WHERE f.source = $1 AND ($2::text IS NULL OR f.key COLLATE "C" > $2) AND ($3::text IS NULL OR f.key COLLATE "C" <= $3)
          AND NOT EXISTS (SELECT 1 FROM images i WHERE i.source = f.source AND i.key = f.key)
-       ORDER BY 1 COLLATE "C"`,
+       ) AS held ORDER BY key COLLATE "C"`,
       [source, after ?? null, upTo ?? null],
     );
     return rows.map((row) => ({ key: row.key, etag: row.etag ?? undefined, failed: row.failed }));

@@ -283,9 +283,11 @@ export async function detectStrategy(client: SqlClient): Promise<SearchStrategy>
 }
 
 async function hasHnswIndex(client: SqlClient): Promise<boolean> {
-  // to_regclass resolves through search_path: an index of the same name in another schema is not ours.
-  const [row] = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
-    HNSW_INDEX,
-  ]);
+  // Looked up in the store's own schema: to_regclass alone resolves through the whole search_path, and
+  // a cloud index schema has `public` (another index, maybe) after it.
+  const [row] = await client.query<{ present: boolean }>(
+    "SELECT to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL AS present",
+    [HNSW_INDEX],
+  );
   return row?.present === true;
 }
