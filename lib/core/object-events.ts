@@ -202,10 +202,7 @@ export class ObjectEventIndexer {
     if (held && held.etag !== undefined && held.etag === etag) return { status: 'unchanged' };
     const record = await this.embedContent(check, content);
     if (record instanceof Error) return this.failUnlessChanged(check, expected, record, content);
-    const written = await this.store.upsertIfUnchanged(
-      { ...record, versionId: content.versionId },
-      expected,
-    );
+    const written = await this.store.upsertIfUnchanged({ ...record, versionId: content.versionId }, expected);
     return written.applied ? { status: 'indexed' } : { status: 'stale', applied: written.current };
   }
 

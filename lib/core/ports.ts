@@ -138,7 +138,11 @@ export interface EventErrorRecord {
 export interface IndexCatalogue {
   entries(): Promise<CatalogueEntry[]>;
   startRun(modelId: string, trigger: string): Promise<string>;
-  finishRun(id: string, counts: ReconcileRunCounts, outcome: { switched: boolean; error?: string }): Promise<void>;
+  finishRun(
+    id: string,
+    counts: ReconcileRunCounts,
+    outcome: { switched: boolean; error?: string },
+  ): Promise<void>;
   /** Make the building index `modelId` the active one; false when it is not the building one. */
   switchTo(modelId: string): Promise<boolean>;
 }

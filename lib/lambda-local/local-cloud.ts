@@ -77,6 +77,10 @@ export interface LocalCloudOptions {
 
 const ACCOUNT = '123456789012';
 
+function allFunctions(functions: StageFunctions): LocalFunction[] {
+  return [functions.indexer, functions.query, functions.migrate, functions.operations];
+}
+
 export class LocalCloud {
   private sequencer = 0x10000000n;
 
@@ -197,7 +201,7 @@ export class LocalCloud {
       database.pgvector,
     );
     // The event source, the API and the control plane call whatever functions are deployed now.
-    const deployed = (): LocalFunction[] => Object.values(cloud.functions);
+    const deployed = (): LocalFunction[] => allFunctions(cloud.functions);
     const eventSource = new SqsEventSourceMapping(
       queue,
       (event: SQSEvent) =>
@@ -329,7 +333,7 @@ export class LocalCloud {
       this.database.pgvector,
     );
     this.assembly = assembly;
-    await Promise.all(Object.values(old).map((f) => f.reset()));
+    await Promise.all(allFunctions(old).map((f) => f.reset()));
     return this.deploy('Update');
   }
 
@@ -422,7 +426,7 @@ export class LocalCloud {
   }
 
   async close(): Promise<void> {
-    await Promise.all(Object.values(this.functions).map((f) => f.reset()));
+    await Promise.all(allFunctions(this.functions).map((f) => f.reset()));
     this.s3Client.destroy();
     await this.s3.close();
     await this.secrets.close();

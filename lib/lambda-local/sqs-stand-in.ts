@@ -126,7 +126,7 @@ export async function startSqs(queues: readonly LocalQueue[], account: string): 
       case 'StartMessageMoveTask': {
         const source = byArn().get(String(input.SourceArn));
         const destination =
-          input.DestinationArn === undefined ? undefined : byArn().get(String(input.DestinationArn));
+          input.DestinationArn === undefined ? undefined : byArn().get(input.DestinationArn as string);
         if (!source) return fail('ResourceNotFoundException', `No queue ${String(input.SourceArn)}.`);
         if (!destination) return fail('UnsupportedOperation', 'Name the destination queue (DestinationArn).');
         const task = { handle: randomUUID(), moved: source.moveAllTo(destination), startedAt: Date.now() };

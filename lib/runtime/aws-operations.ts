@@ -5,6 +5,7 @@ import { S3Objects } from '../adapters/aws/s3-objects';
 import { PgIndexCatalogue } from '../adapters/store/index-catalogue';
 import { PgVectorStore } from '../adapters/store/pg-vector-store';
 import { ConfigError, InvalidInputError } from '../core/errors';
+import type { EventErrorRecord } from '../core/ports';
 import { IMAGE_KEY_SUFFIXES, Reconciler, type ReconcileReport } from '../core/reconcile';
 import { awsParts, loadAwsConfig, logger, readCatalogue, readerOptions, type AwsParts } from './aws-base';
 import { stageStatus } from './aws-status';
@@ -90,7 +91,7 @@ export async function listDeadLetters(parts: AwsParts, limit: number) {
   const { total, messages } = await deadLetters.list(limit);
   const errors = (await readCatalogue(parts))
     ? await new PgIndexCatalogue(await parts.sql()).eventErrors(messages.map((m) => m.messageId))
-    : new Map();
+    : new Map<string, EventErrorRecord>();
   return {
     total,
     listed: messages.length,

@@ -71,7 +71,7 @@ export function timedEmbedder(embedder: Embedder, metrics: FunctionMetrics): Emb
         metrics.milliseconds(METRIC_NAMES.embeddingMs, performance.now() - started);
       }
     },
-  } as Embedder;
+  };
 }
 
 /** The store, with the time of every call that returns a promise recorded as DatabaseMs. */

@@ -74,7 +74,12 @@ export class SequencedWrites {
     return removed.length > 0;
   }
 
-  private async writeTombstone(tx: SqlExecutor, source: string, key: string, sequencer: string): Promise<void> {
+  private async writeTombstone(
+    tx: SqlExecutor,
+    source: string,
+    key: string,
+    sequencer: string,
+  ): Promise<void> {
     await tx.query(
       `INSERT INTO image_tombstones (source, key, sequencer) VALUES ($1, $2, $3)
        ON CONFLICT (source, key) DO UPDATE SET sequencer = EXCLUDED.sequencer, deleted_at = now()`,
@@ -103,7 +108,11 @@ export class SequencedWrites {
    * Reconciliation's removal of a row whose object is gone, while nothing newer was applied. The
    * tombstone keeps `expected`, so a late event from before it cannot bring the row back.
    */
-  async removeIfUnchanged(source: string, key: string, expected: string | undefined): Promise<SequencedWrite> {
+  async removeIfUnchanged(
+    source: string,
+    key: string,
+    expected: string | undefined,
+  ): Promise<SequencedWrite> {
     return this.context.client.transaction(async (tx) => {
       const applied = await this.lockAndReadSequencers(tx, source, key);
       const current = newest(applied);
