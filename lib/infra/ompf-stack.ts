@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
-import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import type * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -21,6 +21,7 @@ import type { ModelSpec } from '../core/model-spec';
 import { IMAGE_KEY_SUFFIXES } from '../core/reconcile';
 import { DATABASE_ROLES } from './database-roles';
 import { Observability } from './observability';
+import { searchApi } from './search-api';
 import { CUSTOM_MODEL_SPEC_FILE, isBuiltinModel, modelLayer, nativeLayer, REPO_ROOT } from './packaging';
 import { UPLOADS_PREFIX, type StageConfig } from './stage-config';
 
@@ -467,87 +468,14 @@ export class OmpfStack extends Stack {
     });
 
     // --- API: REST API, API key + usage plan, throttled, JSON errors for gateway-made responses ---
-    const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy });
-    this.api = new apigw.RestApi(this, 'Api', {
-      restApiName: `ompf-${stage}`,
-      description: 'ompf image similarity search',
-      endpointTypes: [apigw.EndpointType.REGIONAL],
-      // Image bodies arrive base64-encoded in the proxy event (the adapter decodes them).
-      binaryMediaTypes: ['image/*'],
-      cloudWatchRole: true,
-      cloudWatchRoleRemovalPolicy: removalPolicy,
-      deployOptions: {
-        stageName: stage,
-        throttlingRateLimit: config.api.rateLimit,
-        throttlingBurstLimit: config.api.burstLimit,
-        loggingLevel: apigw.MethodLoggingLevel.ERROR,
-        dataTraceEnabled: false,
-        metricsEnabled: true,
-        accessLogDestination: new apigw.LogGroupLogDestination(accessLogGroup),
-        accessLogFormat: apigw.AccessLogFormat.jsonWithStandardFields(),
-        tracingEnabled: config.tracing,
-      },
-      defaultMethodOptions: { apiKeyRequired: true },
+    const { api, apiKey } = searchApi(this, {
+      stage,
+      config,
+      query: this.query,
+      accessLogs: new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy }),
+      removalPolicy,
     });
-    const integration = new apigw.LambdaIntegration(this.query, { proxy: true });
-    const validator = this.api.addRequestValidator('Validator', {
-      validateRequestParameters: true,
-      validateRequestBody: true,
-    });
-    const method = (resource: apigw.IResource, verb: string, parameters: Record<string, boolean> = {}) =>
-      resource.addMethod(verb, integration, { requestValidator: validator, requestParameters: parameters });
-    method(this.api.root.addResource('search'), 'POST');
-    method(this.api.root.addResource('images').addResource('{key}').addResource('similar'), 'GET', {
-      'method.request.path.key': true,
-    });
-    method(this.api.root.addResource('uploads'), 'POST');
-    method(this.api.root.addResource('openapi.json'), 'GET');
-    method(this.api.root.addResource('status'), 'GET');
-
-    const plan = this.api.addUsagePlan('UsagePlan', {
-      name: `ompf-${stage}`,
-      throttle: { rateLimit: config.api.rateLimit, burstLimit: config.api.burstLimit },
-      quota: { limit: config.api.quotaPerDay, period: apigw.Period.DAY },
-      apiStages: [{ api: this.api as unknown as apigw.IRestApi, stage: this.api.deploymentStage }],
-    });
-    const apiKey = this.api.addApiKey('ApiKey', { description: `ompf ${stage} API key` });
-    plan.addApiKey(apiKey);
-    const gatewayError = (code: string, message: string) => ({
-      'application/json': `{"error":{"code":"${code}","message":${message}}}`,
-    });
-    const responses: [string, apigw.ResponseType, string, string, string][] = [
-      ['Throttled', apigw.ResponseType.THROTTLED, '429', 'throttled', '"Too many requests: retry later."'],
-      [
-        'QuotaExceeded',
-        apigw.ResponseType.QUOTA_EXCEEDED,
-        '429',
-        'quota_exceeded',
-        '"The daily quota of this API key is used up."',
-      ],
-      [
-        'TooLarge',
-        apigw.ResponseType.REQUEST_TOO_LARGE,
-        '413',
-        'too_large',
-        '"The request is over 10 MB: upload the image with POST /uploads, then search by its key."',
-      ],
-      [
-        'Default4xx',
-        apigw.ResponseType.DEFAULT_4XX,
-        '',
-        'gateway_$context.error.responseType',
-        '$context.error.messageString',
-      ],
-      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, '', 'internal_error', '"Internal error."'],
-    ];
-    for (const [name, type, statusCode, code, message] of responses) {
-      this.api.addGatewayResponse(name, {
-        type,
-        ...(statusCode ? { statusCode } : {}),
-        responseHeaders: { 'Content-Type': "'application/json'" },
-        templates: gatewayError(code, message),
-      });
-    }
+    this.api = api;
 
     // --- alarms and the dashboard ---
     this.observability = new Observability(this, 'Observability', {

@@ -336,6 +336,79 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     });
   });
 
+  describe('reconciliation (a bucket listing compared with the index, compare-and-set writes)', () => {
+    it('lists images and failures of a key range in byte order, as S3 lists keys', async () => {
+      // Prepare: keys whose byte order differs from most collations' ('B' < 'a', 'é' after 'z').
+      await store.upsertMany(
+        ['a.jpg', 'B.jpg', 'z.jpg', 'é.jpg', 'm/1.jpg'].map((key, i) =>
+          record(key, direction(i), { etag: `etag-${i}` }),
+        ),
+      );
+      await store.recordFailure('gallery', 'broken.jpg', 'not an image', 'etag-broken');
+      await store.upsertMany([record('other.jpg', direction(0), { source: 'elsewhere' })]);
+      // Act
+      const all = await store.indexedRange('gallery', undefined, undefined);
+      const middle = await store.indexedRange('gallery', 'B.jpg', 'm/1.jpg');
+      // Assess
+      expect(all.map((k) => k.key)).toEqual(['B.jpg', 'a.jpg', 'broken.jpg', 'm/1.jpg', 'z.jpg', 'é.jpg']);
+      expect(all.find((k) => k.key === 'broken.jpg')).toEqual({
+        key: 'broken.jpg',
+        etag: 'etag-broken',
+        failed: true,
+      });
+      expect(middle.map((k) => k.key)).toEqual(['a.jpg', 'broken.jpg', 'm/1.jpg']);
+      expect(await store.indexedKey('gallery', 'a.jpg')).toEqual({
+        key: 'a.jpg',
+        etag: 'etag-0',
+        failed: false,
+      });
+      expect(await store.indexedKey('gallery', 'nothing.jpg')).toBeUndefined();
+    });
+
+    it('writes and removes only while the sequencer it read is still the newest applied', async () => {
+      // Prepare: a key written by an event, another with only a tombstone, a third never seen.
+      await store.upsertIfNewer({ ...record('seen.jpg', direction(0)), sequencer: '0A' });
+      await store.removeIfNewer('gallery', 'deleted.jpg', '0B');
+      // Act + Assess: the state read is still current: applied, and the sequencer is kept.
+      await expect(store.upsertIfUnchanged(record('seen.jpg', direction(1)), '0A')).resolves.toEqual({
+        applied: true,
+        existed: true,
+      });
+      expect(await store.latestSequencer('gallery', 'seen.jpg')).toBe('0A');
+      await expect(store.upsertIfUnchanged(record('deleted.jpg', direction(2)), '0B')).resolves.toEqual({
+        applied: true,
+        existed: false,
+      });
+      expect(await store.listKeys('gallery')).toEqual(['deleted.jpg', 'seen.jpg']);
+      await expect(store.upsertIfUnchanged(record('new.jpg', direction(3)), undefined)).resolves.toEqual({
+        applied: true,
+        existed: false,
+      });
+      // An event applied in between wins: the write is refused and names the newer sequencer.
+      await store.upsertIfNewer({ ...record('seen.jpg', direction(4)), sequencer: '0C' });
+      await expect(store.upsertIfUnchanged(record('seen.jpg', direction(5)), '0A')).resolves.toEqual({
+        applied: false,
+        current: '0C',
+      });
+      await expect(store.removeIfUnchanged('gallery', 'seen.jpg', '0A')).resolves.toEqual({
+        applied: false,
+        current: '0C',
+      });
+      // A removal that still holds leaves a tombstone at the sequencer read: a late older event stays out.
+      await expect(store.removeIfUnchanged('gallery', 'seen.jpg', '0C')).resolves.toEqual({
+        applied: true,
+        existed: true,
+      });
+      await expect(
+        store.upsertIfNewer({ ...record('seen.jpg', direction(6)), sequencer: '0B' }),
+      ).resolves.toEqual({
+        applied: false,
+        current: '0C',
+      });
+      expect(await store.listKeys('gallery')).toEqual(['deleted.jpg', 'new.jpg']);
+    });
+  });
+
   it('refuses a vector of the wrong dimension and one holding NaN', async () => {
     await expect(store.upsertMany([record('a.jpg', new Float32Array(DIM + 1))])).rejects.toBeInstanceOf(
       InvalidInputError,

@@ -83,12 +83,16 @@ describe('cdk synth (offline, two stages)', () => {
       ),
     ).toEqual(['x64']);
     expect(readdirSync(join(assets.model!, 'models'))).toEqual(['mobilenetv2-12-int8.onnx']);
-    // Every migration the store ships, whatever their number.
-    const migrations = readdirSync(join(ROOT, 'lib', 'adapters', 'store', 'migrations')).filter((f) =>
-      f.endsWith('.sql'),
+    // Every migration the store ships, whatever their number, and the control schema's (the index catalogue).
+    const sqlFiles = (dir: string) =>
+      readdirSync(dir, { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.sql'))
+        .sort();
+    const migrations = sqlFiles(join(ROOT, 'lib', 'adapters', 'store', 'migrations'));
+    expect(migrations).toEqual(
+      expect.arrayContaining(['0001_images.sql', 'control/0001_index_catalogue.sql']),
     );
-    expect(migrations).toContain('0001_images.sql');
-    expect(readdirSync(join(assets.bundle!, 'migrations')).sort()).toEqual(migrations.sort());
+    expect(sqlFiles(join(assets.bundle!, 'migrations'))).toEqual(migrations);
   });
 
   it('loads a bundled function the way Lambda does: the layer on the module path, config checked at import', async () => {

@@ -261,10 +261,24 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
     [['models', 'pull']],
     [['models', 'list']],
     [['models', 'verify']],
+    [['cloud']],
+    [['cloud', 'reconcile']],
+    [['cloud', 'dead-letters']],
+    [['cloud', 'redrive']],
+    [['cloud', 'status']],
   ])('ompf %p --help prints usage and exits 0', async (command) => {
     const result = await ompf([...command, '--help'], env);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^Usage: ompf/);
+  });
+
+  it('ompf cloud refuses a missing or malformed stage before calling AWS', async () => {
+    const missing = await ompf(['cloud', 'reconcile'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/required option '--stage <name>' not specified/);
+    const bad = await ompf(['cloud', 'status', '--stage', 'no/such'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/a stage name from cdk.json/);
   });
 
   it('models list and verify report the models directory state', async () => {

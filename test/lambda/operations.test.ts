@@ -26,6 +26,29 @@ const photos = readdirSync(join(CALTECH_DIR, 'Leopards'))
 let outs: string[] = [];
 let cloud: LocalCloud;
 let db: pg.Client;
+const logs: { fn: string; line: string }[] = [];
+
+/** The metrics a function published: its embedded-metric-format log lines, as CloudWatch reads them. */
+function metricsOf(fn: string): Record<string, number> {
+  const totals: Record<string, number> = {};
+  for (const { line } of logs.filter((l) => l.fn.endsWith(fn))) {
+    const start = line.indexOf('{"_aws"');
+    if (start < 0) continue;
+    const emf = JSON.parse(line.slice(start)) as {
+      _aws: { CloudWatchMetrics: { Namespace: string; Metrics: { Name: string }[] }[] };
+    } & Record<string, unknown>;
+    for (const directive of emf._aws.CloudWatchMetrics) {
+      expect(directive.Namespace).toBe('ompf');
+      for (const { Name } of directive.Metrics) {
+        const value = emf[Name];
+        const values = Array.isArray(value) ? (value as number[]) : [value as number];
+        totals[Name] =
+          (totals[Name] ?? 0) + (Name.endsWith('Ms') ? values.length : values.reduce((a, b) => a + b, 0));
+      }
+    }
+  }
+  return totals;
+}
 
 async function synth(context: Record<string, string> = {}): Promise<string> {
   const out = mkdtempSync(join(tmpdir(), 'ompf-ops-cdk-'));
@@ -91,6 +114,7 @@ beforeAll(async () => {
     stackName: 'Ompf-dev',
     repoRoot: ROOT,
     superuserDatabaseUrl: testDatabaseUrl(),
+    log: (fn, line) => logs.push({ fn, line }),
   });
   db = new pg.Client({ connectionString: cloud.database.inspectUrl });
   await db.connect();
@@ -137,7 +161,13 @@ describe('reconcile', () => {
     // Idempotent: a second run finds nothing (a daily schedule costs a listing, nothing more).
     const second = await cloud.operate({ action: 'reconcile', trigger: 'schedule' });
     expect(second.payload).toMatchObject({ counts: { listed: 4, unchanged: 4, enqueued: 0 } });
-    // The metrics of the indexer's checks are in its log, in CloudWatch's embedded metric format.
+    // The indexer's metrics are in its log, in CloudWatch's embedded metric format: 3 images through
+    // notifications and 2 through checks indexed, 1 changed, 1 removed, each embedding timed.
+    const indexer = metricsOf('IndexImages');
+    expect(indexer).toMatchObject({ ImagesIndexed: 6, ImagesRemoved: 1 });
+    expect(indexer.EmbeddingMs).toBe(6);
+    expect(indexer.DatabaseMs).toBeGreaterThan(6);
+    expect(metricsOf('Operations')).toMatchObject({ ReconcileEnqueued: 4 });
   }, 300_000);
 
   it('refuses an operation it does not know, naming the ones it does', async () => {
