@@ -1,6 +1,7 @@
 import busboy from 'busboy';
 import { z } from 'zod';
 import { describeError, InvalidInputError, TooLargeError, UnsupportedImageError } from '../core/errors';
+import type { DuplicateFinder } from '../core/duplicates';
 import type { DistanceMetric } from '../core/ports';
 import { MAX_RESULTS, MIN_RESULTS, validateKey, type SearchHit, type SearchService } from '../core/search';
 import { OPENAPI_DOCUMENT } from './openapi';
@@ -46,6 +47,8 @@ export interface ApiDependencies {
   readonly maxInlineImageBytes: number;
   /** Told of every failure answered with a 5xx (for logs); the client sees no internals. */
   readonly reportError?: (error: unknown, request: ApiRequest) => void;
+  /** Near-duplicate groups (GET /duplicates, GET /images/{key}/duplicates: duplicate-routes.ts). */
+  readonly duplicates?: DuplicateFinder;
   /** GET /status in the cloud: the stage's indexes, counts, reconcile and re-index state, queues. */
   readonly status?: () => Promise<Record<string, unknown>>;
   /** Query images too large to send inline: presigned upload, then POST /search with uploadKey. */
@@ -82,13 +85,13 @@ const uploadJsonSchema = z.strictObject({
   contentType: z.string().regex(IMAGE_CONTENT_TYPES, 'must be an image content type'),
 });
 
-type Handler = (
+export type Handler = (
   request: ApiRequest,
   params: readonly string[],
   deps: ApiDependencies,
 ) => Promise<ApiResponse>;
 
-interface Route {
+export interface Route {
   readonly method: string;
   /** Literal segments, or null for a parameter (one percent-decoded path segment). */
   readonly segments: readonly (string | null)[];

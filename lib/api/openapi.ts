@@ -219,14 +219,57 @@ export const OPENAPI_DOCUMENT = {
       },
     },
     '/status': {
-      'x-ompf-runtime': 'local',
       get: {
-        summary: 'Indexing progress of the local gallery: pending, indexed, failed with reasons',
+        summary:
+          "Locally: indexing progress of the gallery (pending, indexed, failed with reasons: the Status schema). In the cloud: the index answering queries and any being built beside it (model, images, failures), the recent reconcile runs and the queues' depth",
         responses: {
           '200': {
             description: 'status',
             content: { 'application/json': { schema: { $ref: '#/components/schemas/Status' } } },
           },
+        },
+      },
+    },
+    '/duplicates': {
+      get: {
+        summary:
+          'Groups of near-duplicates (the same picture re-saved, resized, cropped, re-encoded, lightly edited), largest first; byte-identical copies marked exact',
+        parameters: [
+          {
+            name: 'threshold',
+            in: 'query',
+            schema: { type: 'number', minimum: 0, maximum: 0.5 },
+            description:
+              "cosine distance between the images' own vectors (default chosen by `ompf eval-duplicates`)",
+          },
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
+          {
+            name: 'cursor',
+            in: 'query',
+            schema: { type: 'string' },
+            description: 'nextCursor of the previous page',
+          },
+        ],
+        responses: {
+          '200': {
+            description:
+              "{model, threshold, basis, total, groups: [{members: [{source, key, distance, exact, width, height, bytes, url}]}], nextCursor?}; each group's first member is its largest image, distances are from it",
+          },
+          '400': errorResponse('threshold, limit or cursor out of range'),
+        },
+      },
+    },
+    '/images/{key}/duplicates': {
+      get: {
+        summary: 'The duplicate group of one indexed image (empty members when it has none)',
+        parameters: [
+          keyParameter,
+          { name: 'threshold', in: 'query', schema: { type: 'number', minimum: 0, maximum: 0.5 } },
+        ],
+        responses: {
+          '200': { description: '{model, key, threshold, members: [...]}, as one group of /duplicates' },
+          '400': errorResponse('bad key or threshold'),
+          '404': errorResponse('no indexed image has this key'),
         },
       },
     },

@@ -17,6 +17,7 @@ import { loadConfig, type Config } from '../runtime/config';
 import { openEvaluation, openLocalEngine, openStore } from '../runtime/local';
 import { startLocalServer } from '../server/serve';
 import { addCloudCommands } from './cloud-commands';
+import { addDuplicatesCommand } from './duplicates-command';
 import { printJson, progressBar, reportError, table } from './output';
 
 interface GlobalOptions {
@@ -488,6 +489,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
       }),
     );
 
+  addDuplicatesCommand(program, { config, json, say, run });
   addCloudCommands(program, { json, say, run });
 
   return { program, exitCode: () => exitCode };

@@ -80,6 +80,27 @@ export interface StoreStats {
   readonly searchStrategy: 'exact' | 'hnsw' | 'binary';
 }
 
+/** An image as duplicate detection sees it. */
+export interface DuplicateImage {
+  readonly source: string;
+  readonly key: string;
+  readonly contentHash: string;
+  readonly width: number;
+  readonly height: number;
+  readonly bytes: number;
+}
+
+/**
+ * The images that have a duplicate within the threshold, and the pairs (indexes into `images`): images
+ * within the threshold of each other by their own vectors, or with equal content hashes.
+ */
+export interface DuplicateGraph {
+  readonly images: readonly DuplicateImage[];
+  readonly edges: readonly { readonly a: number; readonly b: number }[];
+  /** False when the store keeps no neighbour lists (DBA off): only equal content hashes are edges. */
+  readonly nearDuplicates: boolean;
+}
+
 /** One key as the index holds it: an image, or a failure recorded for the object version `etag`. */
 export interface IndexedKey {
   readonly key: string;
@@ -192,6 +213,13 @@ export interface VectorStore {
    * failures alike, in key order: what reconciliation compares a page of a bucket listing with.
    */
   indexedKey(source: string, key: string): Promise<IndexedKey | undefined>;
+  /** Duplicate pairs within `threshold` (cosine distance of the images' own vectors). */
+  duplicateGraph(threshold: number): Promise<DuplicateGraph>;
+  /** Cosine distances between the own vectors of `from` and each of `to` (NaN for one not stored). */
+  distancesFrom(
+    from: { readonly source: string; readonly key: string },
+    to: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<number[]>;
   indexedRange(source: string, after: string | undefined, upTo: string | undefined): Promise<IndexedKey[]>;
   /**
    * Compare-and-set writes for reconciliation, which learns of objects from a listing, not from an

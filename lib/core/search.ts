@@ -151,9 +151,26 @@ export class SearchService {
       );
       neighbours = await this.store.nearest({ ...query, vector: expanded });
     }
-    neighbours = neighbours.slice(0, options.limit);
+    neighbours = promoteExactCopies(neighbours, options.metric).slice(0, options.limit);
     return neighbours.map((n) => ({ ...n, score: scoreOf(n.distance, options.metric) }));
   }
+}
+
+/**
+ * Below this distance two vectors are the same picture (what halfvec storage leaves of an identical
+ * image: about 1e-6 measured; re-encoded copies start around 1e-3).
+ */
+export const IDENTICAL_DISTANCE = 1e-4;
+
+/**
+ * Hits come ranked by the searched vectors (DBA-augmented ones by default) and carry the distance to
+ * each image's own vector: an identical picture is moved to the front, whatever the ranking said.
+ */
+function promoteExactCopies<T extends { distance: number }>(hits: readonly T[], metric: DistanceMetric): T[] {
+  const identical = (h: T) =>
+    (metric === 'euclidean' ? (h.distance * h.distance) / 2 : h.distance) < IDENTICAL_DISTANCE;
+  const same = hits.filter(identical);
+  return same.length === 0 ? [...hits] : [...same, ...hits.filter((h) => !identical(h))];
 }
 
 /** Map a distance between unit vectors to 0..1 (1 = identical). */

@@ -52,12 +52,13 @@ export function searchApi(
   const method = (resource: apigw.IResource, verb: string, parameters: Record<string, boolean> = {}) =>
     resource.addMethod(verb, integration, { requestValidator: validator, requestParameters: parameters });
   method(api.root.addResource('search'), 'POST');
-  method(api.root.addResource('images').addResource('{key}').addResource('similar'), 'GET', {
-    'method.request.path.key': true,
-  });
+  const image = api.root.addResource('images').addResource('{key}');
+  method(image.addResource('similar'), 'GET', { 'method.request.path.key': true });
+  method(image.addResource('duplicates'), 'GET', { 'method.request.path.key': true });
   method(api.root.addResource('uploads'), 'POST');
   method(api.root.addResource('openapi.json'), 'GET');
   method(api.root.addResource('status'), 'GET');
+  method(api.root.addResource('duplicates'), 'GET');
 
   const plan = api.addUsagePlan('UsagePlan', {
     name: `ompf-${stage}`,

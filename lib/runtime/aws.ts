@@ -5,6 +5,7 @@ import { queryUploads, S3Objects } from '../adapters/aws/s3-objects';
 import { resolveModelSpec } from '../adapters/models/model-registry';
 import { PgIndexCatalogue } from '../adapters/store/index-catalogue';
 import { PgVectorStore, type StoreOptions } from '../adapters/store/pg-vector-store';
+import { DuplicateFinder } from '../core/duplicates';
 import { ModelMismatchError } from '../core/errors';
 import type { ModelSpec } from '../core/model-spec';
 import { ObjectEventIndexer } from '../core/object-events';
@@ -192,6 +193,7 @@ export function queryApiProvider(
         expiresInSeconds: config.uploadTtlSeconds,
       }),
       status: () => stageStatus(parts),
+      duplicates: new DuplicateFinder(store),
     };
   };
   return async () => {

@@ -1,4 +1,6 @@
 import { readFile } from 'node:fs/promises';
+import { duplicateRoutes } from '../api/duplicate-routes';
+import { DuplicateFinder } from '../core/duplicates';
 import { extname } from 'node:path';
 import sharp from 'sharp';
 import {
@@ -74,6 +76,7 @@ export function createLocalApi(options: LocalApiOptions): (request: ApiRequest) 
     source: files.root,
     imageUrl: (key) => Promise.resolve(imagePath(key)),
     maxInlineImageBytes: options.maxImageBytes,
+    duplicates: new DuplicateFinder(options.store),
   };
 
   /** Decode the upload exactly as the indexer will, so a bad image is refused before it is written. */
@@ -195,7 +198,7 @@ export function createLocalApi(options: LocalApiOptions): (request: ApiRequest) 
     }),
   ];
 
-  return (request) => handleApiRequest(deps, request, routes);
+  return (request) => handleApiRequest(deps, request, [...routes, ...duplicateRoutes]);
 }
 
 function mediaType(request: ApiRequest): string {

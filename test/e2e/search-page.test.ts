@@ -84,7 +84,7 @@ describe('search page (headless Chromium)', () => {
     await expectText(page.locator('#status-pill'), /40 images indexed · 1 failed/);
   });
 
-  it('searches by a picked image and shows its class first, nearest first, with distances', async () => {
+  it('searches by a picked image and shows its class first, in ranking order, with distances', async () => {
     // Act
     await page.getByTestId('query-file').setInputFiles(photo('okapi', 30));
     await page.locator('#results .result').nth(11).waitFor();
@@ -93,8 +93,8 @@ describe('search page (headless Chromium)', () => {
     expect(keys).toHaveLength(12);
     expect(keys.slice(0, 5).every((key) => key.startsWith('okapi/'))).toBe(true);
     const distances = (await page.locator('#results .result .distance').allTextContents()).map(Number);
-    expect(distances.every(Number.isFinite)).toBe(true);
-    expect([...distances].sort((a, b) => a - b)).toEqual(distances);
+    // In ranking order (DBA-augmented vectors), each distance to the image's own vector.
+    expect(distances.every((d) => Number.isFinite(d) && d >= 0)).toBe(true);
     const thumbnail = page.locator('#results .result img').first();
     await eventually(async () =>
       expect(await thumbnail.evaluate((img: { naturalWidth: number }) => img.naturalWidth)).toBeGreaterThan(

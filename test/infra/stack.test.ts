@@ -252,7 +252,15 @@ describe('Ompf stack (dev)', () => {
 
   it('requires an API key on every method, throttles, and answers gateway errors as JSON', () => {
     const methods = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGateway::Method');
-    expect(methods.map((m) => m.Properties.HttpMethod).sort()).toEqual(['GET', 'GET', 'GET', 'POST', 'POST']);
+    expect(methods.map((m) => m.Properties.HttpMethod).sort()).toEqual([
+      'GET',
+      'GET',
+      'GET',
+      'GET',
+      'GET',
+      'POST',
+      'POST',
+    ]);
     expect(methods.every((m) => m.Properties.ApiKeyRequired === true)).toBe(true);
     template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
       Throttle: { RateLimit: 5, BurstLimit: 10 },

@@ -8,6 +8,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
+import sharp from 'sharp';
 import { join } from 'node:path';
 import type { LocalServer } from '../../lib/server/serve';
 import { jpeg, png } from '../helpers/images';
@@ -81,8 +82,12 @@ describe('local server', () => {
       // Assess
       expect(doc.paths['/search']).toBeDefined();
       expect(doc.paths['/images/{key}/similar']).toBeDefined();
-      for (const path of ['/images/{key}', '/images', '/status']) {
+      for (const path of ['/images/{key}', '/images']) {
         expect(doc.paths[path]?.['x-ompf-runtime']).toBe('local');
+      }
+      // Served by the cloud too.
+      for (const path of ['/status', '/duplicates', '/images/{key}/duplicates']) {
+        expect(doc.paths[path]?.['x-ompf-runtime']).toBeUndefined();
       }
     });
   });
@@ -261,6 +266,52 @@ describe('local server', () => {
       await eventually(async () =>
         expect((await call(server, 'GET', '/images/okapi%2Fdropped.jpg/similar')).status).toBe(404),
       );
+    });
+
+    it('groups a copied file (exact) and a re-encoded copy with their original, and forgets a deleted member', async () => {
+      // Prepare: a byte-identical copy and a JPEG re-encoding at quality 60 of rhino/1.jpg.
+      copyFileSync(photo('rhino', 1), join(work.gallery, 'rhino', 'copy.jpg'));
+      writeFileSync(
+        join(work.gallery, 'rhino', 'recoded.jpg'),
+        await sharp(readFileSync(photo('rhino', 1)))
+          .jpeg({ quality: 60 })
+          .toBuffer(),
+      );
+      type Group = { members: { key: string; distance: number; exact: boolean; url: string }[] };
+      const groups = async () =>
+        (await call(server, 'GET', '/duplicates')).json<{ total: number; groups: Group[] }>();
+      try {
+        // Act + Assess: the group, as the files are indexed.
+        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(3));
+        const [group] = (await groups()).groups;
+        expect(group!.members.map((m) => m.key).sort()).toEqual([
+          'rhino/1.jpg',
+          'rhino/copy.jpg',
+          'rhino/recoded.jpg',
+        ]);
+        expect(
+          group!.members
+            .filter((m) => m.exact)
+            .map((m) => m.key)
+            .sort(),
+        ).toEqual(['rhino/1.jpg', 'rhino/copy.jpg']);
+        expect(group!.members[0]!.distance).toBe(0);
+        expect(group!.members.every((m) => m.distance < 0.05 && m.url.startsWith('/images/'))).toBe(true);
+        const one = (await call(server, 'GET', '/images/rhino%2Frecoded.jpg/duplicates')).json<Group>();
+        expect(one.members.map((m) => m.key)).toContain('rhino/copy.jpg');
+        const alone = (await call(server, 'GET', '/images/dolphin%2F1.jpg/duplicates')).json<Group>();
+        expect(alone.members).toEqual([]);
+        expect((await call(server, 'GET', '/duplicates?threshold=2')).status).toBe(400);
+        expect((await call(server, 'GET', '/images/nothing.jpg/duplicates')).status).toBe(404);
+        // Act: a member leaves.
+        rmSync(join(work.gallery, 'rhino', 'copy.jpg'));
+        // Assess
+        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(2));
+      } finally {
+        rmSync(join(work.gallery, 'rhino', 'copy.jpg'), { force: true });
+        rmSync(join(work.gallery, 'rhino', 'recoded.jpg'), { force: true });
+        await eventually(async () => expect((await groups()).total).toBe(0));
+      }
     });
 
     it('removes every image of a deleted folder, and the failure of a deleted broken file', async () => {

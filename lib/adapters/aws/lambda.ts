@@ -16,6 +16,7 @@ import {
   type ApiRequest,
   type ApiResponse,
 } from '../../api/http-api';
+import { duplicateRoutes } from '../../api/duplicate-routes';
 import { InvalidInputError } from '../../core/errors';
 import type { ObjectEventIndexer, ObjectEventOutcome, ObjectReader } from '../../core/object-events';
 import type { EventErrorRecord } from '../../core/ports';
@@ -188,7 +189,7 @@ export function createApiHandler(
     const started = performance.now();
     try {
       const request = toApiRequest(event);
-      response = await handleApiRequest(await dependencies(), request);
+      response = await handleApiRequest(await dependencies(), request, duplicateRoutes);
     } catch (error) {
       logger.error('request failed before routing', { error: error as Error });
       response = fromError(error);

@@ -1,4 +1,5 @@
 import type {
+  DuplicateGraph,
   ImageRecord,
   IndexedKey,
   IndexFailure,
@@ -9,6 +10,7 @@ import type {
   VectorStore,
 } from '../../core/ports';
 import { Augmentation } from './augmentation';
+import { DuplicatePairs } from './duplicate-pairs';
 import { FailuresAndStats } from './failures-and-stats';
 import { RowReads } from './row-reads';
 import { RowWrites } from './row-writes';
@@ -43,6 +45,7 @@ export type { StoreOptions } from './store-context';
  *   sequenced-writes.ts   S3-event-ordered writes: sequencers and tombstones
  *   row-reads.ts          content hashes, keys, a row's vectors
  *   failures-and-stats.ts the failure list and the counts
+ *   duplicate-pairs.ts    near-duplicate pairs from the DBA lists and content hashes
  */
 export class PgVectorStore implements VectorStore {
   private readonly search: SearchStrategies;
@@ -51,6 +54,7 @@ export class PgVectorStore implements VectorStore {
   private readonly sequenced: SequencedWrites;
   private readonly reads: RowReads;
   private readonly failures: FailuresAndStats;
+  private readonly duplicates: DuplicatePairs;
 
   private constructor(
     private readonly context: StoreContext,
@@ -62,6 +66,7 @@ export class PgVectorStore implements VectorStore {
     this.sequenced = new SequencedWrites(context, this.search, this.augmentation, this.rows);
     this.reads = new RowReads(context.client);
     this.failures = new FailuresAndStats(context, this.search);
+    this.duplicates = new DuplicatePairs(context);
   }
 
   get modelId(): string {
@@ -157,6 +162,17 @@ export class PgVectorStore implements VectorStore {
 
   recordFailure(source: string, key: string, reason: string, etag?: string): Promise<void> {
     return this.failures.recordFailure(source, key, reason, etag);
+  }
+
+  duplicateGraph(threshold: number): Promise<DuplicateGraph> {
+    return this.duplicates.graph(threshold);
+  }
+
+  distancesFrom(
+    from: { readonly source: string; readonly key: string },
+    to: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<number[]> {
+    return this.duplicates.distancesFrom(from, to);
   }
 
   indexedKey(source: string, key: string): Promise<IndexedKey | undefined> {

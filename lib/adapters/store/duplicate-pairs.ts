@@ -1,0 +1,74 @@
+import type { DuplicateGraph } from '../../core/ports';
+import { dbaNeighbours, type StoreContext } from './store-context';
+
+/**
+ * The store's side of duplicate detection (lib/core/duplicates.ts): pairs read from the DBA neighbour
+ * lists (each row's k nearest by raw cosine distance, kept exact on exact stores by augmentation.ts
+ * with every write) whose distance is within the threshold, plus rows with equal content hashes; and
+ * raw distances between given rows. Read-only: owns no column, writes nothing.
+ */
+export class DuplicatePairs {
+  constructor(private readonly context: StoreContext) {}
+
+  async graph(threshold: number): Promise<DuplicateGraph> {
+    const near = dbaNeighbours(this.context.options) > 0;
+    const edges = await this.context.client.query<{ a: string; b: string }>(
+      `SELECT i.id::text AS a, n.id::text AS b
+         FROM images i CROSS JOIN LATERAL unnest(i.dba_neighbours, i.dba_distances) AS n(id, distance)
+        WHERE $1::boolean AND n.distance <= $2
+       UNION
+       SELECT x.id::text, y.id::text FROM images x JOIN images y ON x.content_hash = y.content_hash AND x.id < y.id`,
+      [near, threshold],
+    );
+    const ids = [...new Set(edges.flatMap((e) => [e.a, e.b]))];
+    const rows =
+      ids.length === 0
+        ? []
+        : await this.context.client.query<{
+            id: string;
+            source: string;
+            key: string;
+            content_hash: string;
+            width: number;
+            height: number;
+            bytes: number;
+          }>(
+            `SELECT id::text AS id, source, key, content_hash, width, height, bytes FROM images
+              WHERE id = ANY($1::bigint[]) ORDER BY source, key`,
+            [ids],
+          );
+    const index = new Map(rows.map((r, i) => [r.id, i]));
+    return {
+      images: rows.map((r) => ({
+        source: r.source,
+        key: r.key,
+        contentHash: r.content_hash,
+        width: r.width,
+        height: r.height,
+        bytes: r.bytes,
+      })),
+      edges: edges.flatMap((e) => {
+        const a = index.get(e.a);
+        const b = index.get(e.b);
+        return a === undefined || b === undefined ? [] : [{ a, b }];
+      }),
+      nearDuplicates: near,
+    };
+  }
+
+  async distancesFrom(
+    from: { readonly source: string; readonly key: string },
+    to: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<number[]> {
+    if (to.length === 0) return [];
+    const rows = await this.context.client.query<{ source: string; key: string; distance: number }>(
+      `WITH origin AS (
+         SELECT coalesce(raw_embedding, embedding)::vector AS v FROM images WHERE source = $1 AND key = $2)
+       SELECT source, key, coalesce(raw_embedding, embedding)::vector <=> (SELECT v FROM origin) AS distance
+         FROM images WHERE (source, key) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
+      [from.source, from.key, to.map((t) => t.source), to.map((t) => t.key)],
+    );
+    const byKey = new Map(rows.map((r) => [`${r.source}\u0000${r.key}`, r.distance]));
+    return to.map((t) => byKey.get(`${t.source}\u0000${t.key}`) ?? Number.NaN);
+  }
+}
