@@ -18,7 +18,7 @@ import { validateKey } from './search';
  * protocol (`ompf eval --duplicates`, README "Near duplicates"); a caller may pass any value up to
  * MAX_DUPLICATE_THRESHOLD.
  */
-export const DEFAULT_DUPLICATE_THRESHOLD = 0.12;
+export const DEFAULT_DUPLICATE_THRESHOLD = 0.08;
 export const MAX_DUPLICATE_THRESHOLD = 0.5;
 export const MAX_DUPLICATE_GROUPS_PAGE = 200;
 

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -163,6 +163,44 @@ describe('search page (headless Chromium)', () => {
     await page.locator('#failures-box summary').click();
     await page.evaluate('window.scrollTo(0, 0)');
     await page.screenshot({ path: join(ARTIFACTS, 'search-page-after-upload.png'), fullPage: true });
+  });
+
+  it('lists duplicate groups with thumbnails, and deletes a member from the view', async () => {
+    // Prepare: a byte-identical copy of a gallery photo, dropped into the folder.
+    copyFileSync(photo('okapi', 1), join(work.gallery, 'okapi', 'copy of 1.jpg'));
+    await page
+      .getByTestId('count-indexed')
+      .filter({ hasText: String(CLASSES.length * PER_CLASS + 2) })
+      .waitFor();
+    // Act
+    await page.getByTestId('find-duplicates').click();
+    // Assess: its group, the copy marked exact, thumbnails loaded.
+    const group = page.locator('#duplicate-groups .group', {
+      has: page.locator('[data-key="okapi/copy of 1.jpg"]'),
+    });
+    await group.waitFor();
+    expect(
+      await group
+        .locator('.duplicate')
+        .evaluateAll((cards: { getAttribute(name: string): string | null }[]) =>
+          cards.map((card) => card.getAttribute('data-key')).sort(),
+        ),
+    ).toEqual(['okapi/1.jpg', 'okapi/copy of 1.jpg']);
+    await expectText(group.locator('[data-key="okapi/copy of 1.jpg"] .distance'), /exact copy/);
+    await expectText(page.getByTestId('duplicates-summary'), /\d+ groups? at threshold/);
+    const thumbnail = group.locator('img').first();
+    await eventually(async () =>
+      expect(await thumbnail.evaluate((img: { naturalWidth: number }) => img.naturalWidth)).toBeGreaterThan(
+        0,
+      ),
+    );
+    await page.screenshot({ path: join(ARTIFACTS, 'duplicates-view.png'), fullPage: true });
+    // Act: delete the copy from the view (confirming the dialog).
+    page.once('dialog', (dialog) => void dialog.accept());
+    await group.locator('[data-key="okapi/copy of 1.jpg"] button', { hasText: 'delete' }).click();
+    // Assess: gone from the view and from the folder.
+    await page.locator('[data-key="okapi/copy of 1.jpg"]').waitFor({ state: 'detached' });
+    expect(existsSync(join(work.gallery, 'okapi', 'copy of 1.jpg'))).toBe(false);
   });
 
   it('made no request beyond this server and threw no script error', () => {

@@ -12,6 +12,8 @@ const sharedRoot = resolve(__dirname, '..', '..', '..', 'shared');
 export const MODELS_DIR = resolve(process.env.OMPF_MODELS_DIR ?? join(sharedRoot, 'models'));
 export const DATASET_DIR = resolve(process.env.OMPF_DATASET_DIR ?? join(sharedRoot, 'data'));
 export const CALTECH_DIR = join(DATASET_DIR, 'caltech101-animals-dev');
+/** Distractors: 6,745 photos of 63 other categories (Faces and Faces_easy: the same photos at two crops). */
+export const OTHER_DIR = join(DATASET_DIR, 'caltech101-other');
 
 /** Debian's chromium, for the search page's end-to-end test; jest's globalSetup installs it. */
 export const CHROMIUM = '/usr/bin/chromium';

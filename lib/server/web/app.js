@@ -179,6 +179,72 @@ async function deleteImage(key, card) {
   }
 }
 
+// ---------- duplicates ----------
+
+async function findDuplicates() {
+  hideMessage();
+  const params = new URLSearchParams({ limit: '50' });
+  const threshold = $('dup-threshold').value;
+  if (threshold !== '') params.set('threshold', threshold);
+  try {
+    const page = await api(`/duplicates?${params}`);
+    renderDuplicates(page);
+  } catch (error) {
+    showMessage(error);
+  }
+}
+
+function renderDuplicates(page) {
+  $('duplicates-view').hidden = false;
+  $('duplicates-summary').textContent =
+    `${page.total} group${page.total === 1 ? '' : 's'} at threshold ${page.threshold}` +
+    (page.groups.length < page.total ? ` · showing ${page.groups.length}` : '');
+  const list = $('duplicate-groups');
+  list.replaceChildren();
+  for (const group of page.groups) {
+    const item = el('li', { className: 'group' });
+    const members = el('ol', { className: 'grid' });
+    for (const member of group.members) members.append(duplicateCard(member));
+    item.append(el('p', { className: 'caption', textContent: `${group.members.length} images` }), members);
+    list.append(item);
+  }
+  $('duplicates-view').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
+function duplicateCard(member) {
+  const li = el('li', { className: 'card duplicate', dataset: { key: member.key } });
+  const pick = el('button', { className: 'pick', type: 'button', title: `Search by ${member.key}` });
+  const img = el('img', { alt: member.key, loading: 'lazy', decoding: 'async' });
+  img.src = `${member.url}?w=320`;
+  pick.append(img);
+  pick.addEventListener('click', () => setKeyQuery(member.key));
+  const actions = el('div', { className: 'actions' });
+  const open = el('a', { href: member.url, target: '_blank', rel: 'noopener', textContent: 'open' });
+  const remove = el('button', { type: 'button', textContent: 'delete', title: 'Delete from the gallery' });
+  remove.addEventListener('click', async () => {
+    if (!confirm(`Delete ${member.key} from the gallery folder and the index?`)) return;
+    try {
+      await api(`/images/${encodeURIComponent(member.key)}`, { method: 'DELETE' });
+      li.remove();
+      void refreshStatus();
+    } catch (error) {
+      showMessage(error);
+    }
+  });
+  actions.append(open, remove);
+  const meta = el('div', { className: 'meta' });
+  meta.append(
+    el('span', { className: 'key', textContent: member.key, title: member.key }),
+    el('span', {
+      className: 'distance',
+      textContent: member.exact ? 'exact copy' : member.distance.toFixed(4),
+      title: `${member.width}×${member.height}, ${formatBytes(member.bytes)}`,
+    }),
+  );
+  li.append(pick, actions, meta);
+  return li;
+}
+
 // ---------- adding images ----------
 
 async function addFiles(files) {
@@ -358,6 +424,7 @@ $('add-files').addEventListener('change', (event) => {
   event.target.value = '';
 });
 $('again').addEventListener('click', () => void runSearch());
+$('find-duplicates').addEventListener('click', () => void findDuplicates());
 $('n').addEventListener('change', () => void runSearch());
 let prefixTimer;
 $('prefix').addEventListener('input', () => {
