@@ -69,6 +69,7 @@ async function main(): Promise<void> {
   const store = await stage('store', () => stages.storeAtScale(settings));
   const recall = await stage('recall', () => stages.recall(settings));
   const localQuery = await stage('localQuery', () => stages.localQuery(settings));
+  const duplicates = await stage('duplicates', () => stages.duplicateListing(settings));
   const result: BenchResult = {
     startedAt: new Date(started).toISOString(),
     mode: options.mode,
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
     store,
     recall,
     localQuery,
+    duplicates,
     peakRssMiB,
   };
   mkdirSync(options.out, { recursive: true });

@@ -41,6 +41,8 @@ export interface BenchResult {
   readonly store: Record<string, unknown>[];
   readonly recall: RecallResult;
   readonly localQuery: Record<string, unknown>[];
+  /** Listing duplicate groups at scale (stages.duplicateListing); absent in older results. */
+  readonly duplicates?: Record<string, unknown>[];
   readonly peakRssMiB: Record<string, number>;
 }
 
@@ -199,6 +201,15 @@ export function toMarkdown(result: BenchResult): string {
         r.endToEndMs,
       ]),
     ),
+    ...(result.duplicates
+      ? [
+          '**Duplicate groups listed** (GET /duplicates, first page of 50, default threshold; DBA lists of 3 set directly, distances uniform in 0..0.3)',
+          markdownTable(
+            ['engine', 'images', 'groups', 'ms p50', 'ms max'],
+            result.duplicates.map((r) => [r.engine, r.images, r.groups, r.listMsP50, r.listMsMax]),
+          ),
+        ]
+      : []),
     `**Peak RSS per stage** (MiB): ${Object.entries(result.peakRssMiB)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,

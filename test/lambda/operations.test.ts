@@ -264,3 +264,38 @@ describe('re-index without downtime', () => {
     expect(await searchModel(photos[4]!)).toBe('mobilenetv2-int8');
   }, 600_000);
 });
+
+describe('duplicates in the cloud', () => {
+  it('answers GET /duplicates and GET /images/{key}/duplicates through the API, as the local server does', async () => {
+    // Prepare: the same photo under two keys.
+    await cloud.put('dupes/a.jpg', photos[4]!);
+    await cloud.put('dupes/b copy.jpg', photos[4]!);
+    await cloud.drain();
+    const get = (path: string) =>
+      cloud.request({
+        method: 'GET',
+        path,
+        query: {},
+        headers: { 'x-api-key': cloud.apiKey },
+        body: undefined,
+      });
+    // Act
+    const all = await get('/duplicates');
+    const one = await get(`/images/${encodeURIComponent('dupes/a.jpg')}/duplicates`);
+    // Assess
+    expect(all.status).toBe(200);
+    type Group = { members: { key: string; exact: boolean; url: string }[] };
+    const groups = (JSON.parse(all.body.toString('utf8')) as { groups: Group[] }).groups;
+    const group = groups.find((g) => g.members.some((m) => m.key === 'dupes/a.jpg'));
+    expect(group?.members.filter((m) => m.key.startsWith('dupes/')).every((m) => m.exact)).toBe(true);
+    expect(group?.members.map((m) => m.key)).toEqual(
+      expect.arrayContaining(['dupes/a.jpg', 'dupes/b copy.jpg']),
+    );
+    // Presigned GET URLs of the bucket, as search results have.
+    expect(group?.members[0]?.url).toMatch(/X-Amz-Signature=/);
+    expect(one.status).toBe(200);
+    expect((JSON.parse(one.body.toString('utf8')) as Group).members.map((m) => m.key)).toContain(
+      'dupes/b copy.jpg',
+    );
+  }, 120_000);
+});
