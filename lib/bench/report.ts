@@ -203,10 +203,28 @@ export function toMarkdown(result: BenchResult): string {
     ),
     ...(result.duplicates
       ? [
-          '**Duplicate groups listed** (GET /duplicates, first page of 50, default threshold; DBA lists of 3 set directly, distances uniform in 0..0.3)',
+          '**Duplicate groups listed** (GET /duplicates, first page of 50, default threshold; DBA lists of 3 set directly, distances uniform in 0..0.3), and one image written with DBA maintained',
           markdownTable(
-            ['engine', 'images', 'groups', 'ms p50', 'ms max'],
-            result.duplicates.map((r) => [r.engine, r.images, r.groups, r.listMsP50, r.listMsMax]),
+            [
+              'engine',
+              'images',
+              'groups',
+              'list ms p50',
+              'list ms max',
+              'strategy',
+              'write ms p50',
+              'write ms max',
+            ],
+            result.duplicates.map((r) => [
+              r.engine,
+              r.images,
+              r.groups,
+              r.listMsP50,
+              r.listMsMax,
+              r.strategy,
+              r.writeMsP50,
+              r.writeMsMax,
+            ]),
           ),
         ]
       : []),
