@@ -19,6 +19,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import type { ModelSpec } from '../core/model-spec';
 import { IMAGE_KEY_SUFFIXES } from '../core/reconcile';
+import { transformSuffix } from '../core/retrieval';
 import { DATABASE_ROLES } from './database-roles';
 import { Observability } from './observability';
 import { searchApi } from './search-api';
@@ -425,7 +426,13 @@ export class OmpfStack extends Stack {
     });
     const schema = new CustomResource(this, 'Schema', {
       serviceToken: provider.serviceToken,
-      properties: { migrations: migrationsHash(), model: model.id },
+      // The stored model id (model + transform): a change of either runs the schema step again, which
+      // registers the new index to build beside the active one.
+      properties: {
+        migrations: migrationsHash(),
+        model: model.id,
+        index: `${model.id}${transformSuffix({ flip: config.embedding.flip, power: 1, dba: config.embedding.dba })}`,
+      },
     });
     schema.node.addDependency(this.database);
     // The functions start only once the schema exists.

@@ -238,12 +238,24 @@ describe('Ompf stack (dev)', () => {
     expect(Object.values(resources).some((r) => r.Type === 'AWS::EC2::InternetGateway')).toBe(false);
   });
 
-  it('applies the migrations on deploy, again whenever a migration file changes', () => {
+  it('applies the migrations on deploy, again whenever a migration file, the model or the transform changes', () => {
     const [schema] = Object.values(resources).filter((r) => r.Type === 'AWS::CloudFormation::CustomResource');
     expect(schema!.Properties).toMatchObject({
       migrations: expect.stringMatching(/^[0-9a-f]{64}$/),
       model: 'mobilenetv2-int8',
+      index: 'mobilenetv2-int8+dba3',
     });
+    // A transform change alone changes the resource, so CloudFormation runs the schema step (a new index).
+    const changed = synthStage('dev', { dba: '0' }).template.toJSON().Resources as Resources;
+    const [again] = Object.values(changed).filter((r) => r.Type === 'AWS::CloudFormation::CustomResource');
+    expect(again!.Properties.index).toBe('mobilenetv2-int8');
+    const variables = Object.values(changed)
+      .filter((r) => r.Type === 'AWS::Lambda::Function')
+      .map(
+        (r) => (r.Properties.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables,
+      )
+      .filter((v) => v?.OMPF_MODEL !== undefined);
+    expect(variables.every((v) => v?.OMPF_DBA === '0')).toBe(true);
     template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(1 hour)',
       Targets: [Match.objectLike({ Input: '{"action":"maintain"}' })],
