@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { invokeOperation, stageFunctionName } from '../adapters/aws/stage-operations';
+import type { ReconcileRunCounts } from '../core/ports';
 import { printJson, table } from './output';
 
 /**
@@ -27,15 +28,6 @@ function positive(value: string): number {
   return n;
 }
 
-interface Counts {
-  listed: number;
-  missing: number;
-  changed: number;
-  gone: number;
-  unchanged: number;
-  enqueued: number;
-}
-
 export function addCloudCommands(program: Command, { json, say, run }: CloudCommandContext): void {
   const cloud = program
     .command('cloud')
@@ -59,7 +51,7 @@ export function addCloudCommands(program: Command, { json, say, run }: CloudComm
           trigger: 'command',
           force: options.force === true,
         })) as {
-          counts: Counts;
+          counts: ReconcileRunCounts;
           modelId: string;
           index: string;
           switched: boolean;

@@ -52,11 +52,10 @@ export class Observability extends Construct {
       return a;
     };
     const fiveMinutes = { period: Duration.minutes(5) };
-    const deadLetters = deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-      ...fiveMinutes,
-      statistic: 'Maximum',
-    });
-    const oldest = queue.metricApproximateAgeOfOldestMessage({ ...fiveMinutes, statistic: 'Maximum' });
+    /** The queues' gauges: the largest value of each five minutes. */
+    const peak = { ...fiveMinutes, statistic: 'Maximum' };
+    const deadLetters = deadLetterQueue.metricApproximateNumberOfMessagesVisible(peak);
+    const oldest = queue.metricApproximateAgeOfOldestMessage(peak);
     alarm(
       'DeadLetterAlarm',
       deadLetters,
@@ -134,29 +133,11 @@ export class Observability extends Construct {
       graph(
         'Queues',
         [
-          queue.metricApproximateNumberOfMessagesVisible({
-            ...fiveMinutes,
-            statistic: 'Maximum',
-            label: 'waiting',
-          }),
-          queue.metricApproximateNumberOfMessagesNotVisible({
-            ...fiveMinutes,
-            statistic: 'Maximum',
-            label: 'in flight',
-          }),
-          deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-            ...fiveMinutes,
-            statistic: 'Maximum',
-            label: 'dead letters',
-          }),
+          queue.metricApproximateNumberOfMessagesVisible({ ...peak, label: 'waiting' }),
+          queue.metricApproximateNumberOfMessagesNotVisible({ ...peak, label: 'in flight' }),
+          deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...peak, label: 'dead letters' }),
         ],
-        [
-          queue.metricApproximateAgeOfOldestMessage({
-            ...fiveMinutes,
-            statistic: 'Maximum',
-            label: 'oldest (s)',
-          }),
-        ],
+        [queue.metricApproximateAgeOfOldestMessage({ ...peak, label: 'oldest (s)' })],
       ),
       graph(
         'Search',

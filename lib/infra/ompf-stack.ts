@@ -439,40 +439,48 @@ export class OmpfStack extends Stack {
     this.indexer.node.addDependency(schema);
     this.query.node.addDependency(schema);
     this.operations.node.addDependency(schema);
-    // Reconciliation: a full pass on the stage's schedule; while a new index is built, a follow-up
-    // pass every few minutes (a no-op otherwise), which switches queries to it once it has caught up.
-    if (config.operations.reconcileSchedule !== 'off') {
-      new events.Rule(this, 'Reconcile', {
-        description: 'ompf: list the bucket and send what the index lacks to the indexing queue',
-        schedule: events.Schedule.expression(config.operations.reconcileSchedule),
+    const scheduled = (
+      id: string,
+      description: string,
+      schedule: events.Schedule,
+      target: NodejsFunction,
+      input: Record<string, string>,
+    ) =>
+      new events.Rule(this, id, {
+        description,
+        schedule,
         targets: [
-          new targets.LambdaFunction(this.operations, {
-            event: events.RuleTargetInput.fromObject({ action: 'reconcile', trigger: 'schedule' }),
+          new targets.LambdaFunction(target, {
+            event: events.RuleTargetInput.fromObject(input),
             retryAttempts: 0,
           }),
         ],
       });
+    // Reconciliation: a full pass on the stage's schedule; while a new index is built, a follow-up
+    // pass every few minutes (a no-op otherwise), which switches queries to it once it has caught up.
+    if (config.operations.reconcileSchedule !== 'off') {
+      scheduled(
+        'Reconcile',
+        'ompf: list the bucket and send what the index lacks to the indexing queue',
+        events.Schedule.expression(config.operations.reconcileSchedule),
+        this.operations,
+        { action: 'reconcile', trigger: 'schedule' },
+      );
     }
-    new events.Rule(this, 'ReindexFollowUp', {
-      description: 'ompf: while a new index is built, fill it and switch to it once it has caught up',
-      schedule: events.Schedule.rate(Duration.minutes(config.operations.reindexPollMinutes)),
-      targets: [
-        new targets.LambdaFunction(this.operations, {
-          event: events.RuleTargetInput.fromObject({ action: 'reconcile', trigger: 'follow-up' }),
-          retryAttempts: 0,
-        }),
-      ],
-    });
-    new events.Rule(this, 'Maintenance', {
-      description: 'ompf: build the ANN index once the store is large enough; prune old tombstones',
-      schedule: events.Schedule.rate(Duration.hours(1)),
-      targets: [
-        new targets.LambdaFunction(this.migrator, {
-          event: events.RuleTargetInput.fromObject({ action: 'maintain' }),
-          retryAttempts: 0,
-        }),
-      ],
-    });
+    scheduled(
+      'ReindexFollowUp',
+      'ompf: while a new index is built, fill it and switch to it once it has caught up',
+      events.Schedule.rate(Duration.minutes(config.operations.reindexPollMinutes)),
+      this.operations,
+      { action: 'reconcile', trigger: 'follow-up' },
+    );
+    scheduled(
+      'Maintenance',
+      'ompf: build the ANN index once the store is large enough; prune old tombstones',
+      events.Schedule.rate(Duration.hours(1)),
+      this.migrator,
+      { action: 'maintain' },
+    );
 
     // --- API: REST API, API key + usage plan, throttled, JSON errors for gateway-made responses ---
     const { api, apiKey } = searchApi(this, {

@@ -1,4 +1,5 @@
 import type { DuplicateGraph } from '../../core/ports';
+import { ownDistances, refKey, type RowReads } from './row-reads';
 import { dbaNeighbours, type StoreContext } from './store-context';
 
 /**
@@ -8,7 +9,10 @@ import { dbaNeighbours, type StoreContext } from './store-context';
  * raw distances between given rows. Read-only: owns no column, writes nothing.
  */
 export class DuplicatePairs {
-  constructor(private readonly context: StoreContext) {}
+  constructor(
+    private readonly context: StoreContext,
+    private readonly reads: RowReads,
+  ) {}
 
   async graph(threshold: number): Promise<DuplicateGraph> {
     const near = dbaNeighbours(this.context.options) > 0;
@@ -61,14 +65,10 @@ export class DuplicatePairs {
     to: readonly { readonly source: string; readonly key: string }[],
   ): Promise<number[]> {
     if (to.length === 0) return [];
-    const rows = await this.context.client.query<{ source: string; key: string; distance: number }>(
-      `WITH origin AS (
-         SELECT coalesce(raw_embedding, embedding)::vector AS v FROM images WHERE source = $1 AND key = $2)
-       SELECT source, key, coalesce(raw_embedding, embedding)::vector <=> (SELECT v FROM origin) AS distance
-         FROM images WHERE (source, key) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
-      [from.source, from.key, to.map((t) => t.source), to.map((t) => t.key)],
-    );
-    const byKey = new Map(rows.map((r) => [`${r.source}\u0000${r.key}`, r.distance]));
-    return to.map((t) => byKey.get(`${t.source}\u0000${t.key}`) ?? Number.NaN);
+    const origin = await this.reads.getEmbedding(from.source, from.key);
+    const distances = origin
+      ? await ownDistances(this.context.client, origin, to)
+      : new Map<string, number>();
+    return to.map((t) => distances.get(refKey(t)) ?? Number.NaN);
   }
 }

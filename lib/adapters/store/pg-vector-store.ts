@@ -43,7 +43,7 @@ export type { StoreOptions } from './store-context';
  *   augmentation.ts       DBA neighbour lists and augmented vectors, kept by every write
  *   row-writes.ts         insert-or-replace and removal of rows
  *   sequenced-writes.ts   S3-event-ordered writes: sequencers and tombstones
- *   row-reads.ts          content hashes, keys, a row's vectors
+ *   row-reads.ts          content hashes, keys, a row's vectors, distances to own vectors
  *   failures-and-stats.ts the failure list and the counts
  *   duplicate-pairs.ts    near-duplicate pairs from the DBA lists and content hashes
  */
@@ -66,7 +66,7 @@ export class PgVectorStore implements VectorStore {
     this.sequenced = new SequencedWrites(context, this.search, this.augmentation, this.rows);
     this.reads = new RowReads(context.client);
     this.failures = new FailuresAndStats(context, this.search);
-    this.duplicates = new DuplicatePairs(context);
+    this.duplicates = new DuplicatePairs(context, this.reads);
   }
 
   get modelId(): string {

@@ -1,6 +1,30 @@
 import type { IndexedKey } from '../../core/ports';
-import { decodeHalfvec } from './halfvec-binary';
+import { decodeHalfvec, encodeHalfvec } from './halfvec-binary';
 import type { SqlClient } from './sql-client';
+
+/** `source` and `key` joined, as the maps of ownDistances are keyed. */
+export function refKey(ref: { readonly source: string; readonly key: string }): string {
+  return `${ref.source}\u0000${ref.key}`;
+}
+
+/**
+ * Cosine distances from `vector` to the own (raw, never DBA-augmented) vectors of the given images,
+ * by refKey; an image not stored is absent. Float arithmetic on both sides (half -> float is exact).
+ */
+export async function ownDistances(
+  client: SqlClient,
+  vector: Float32Array,
+  refs: readonly { readonly source: string; readonly key: string }[],
+): Promise<Map<string, number>> {
+  if (refs.length === 0) return new Map();
+  const rows = await client.query<{ source: string; key: string; distance: number }>(
+    `SELECT source, key, coalesce(raw_embedding, embedding)::vector <=> $1::halfvec::vector AS distance
+       FROM images
+      WHERE (source, key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
+    [encodeHalfvec(vector), refs.map((r) => r.source), refs.map((r) => r.key)],
+  );
+  return new Map(rows.map((r) => [refKey(r), r.distance]));
+}
 
 /**
  * Reads of single rows and keys: content hashes (for skipping unchanged files), key listings, a row's

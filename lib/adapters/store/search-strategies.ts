@@ -1,5 +1,6 @@
 import type { NearestQuery, Neighbour } from '../../core/ports';
 import { encodeHalfvec } from './halfvec-binary';
+import { ownDistances, refKey } from './row-reads';
 import type { SqlClient, SqlExecutor } from './sql-client';
 import { dbaNeighbours, type StoreContext } from './store-context';
 
@@ -117,9 +118,11 @@ export class SearchStrategies {
     // Ranked by the searched vectors (augmented ones with DBA on); the distance a user sees is to each
     // image's own vector, so an identical picture is at 0 whatever the ranking compared.
     const own =
-      dbaNeighbours(this.context.options) > 0 ? await this.ownDistances(query.vector, rows) : undefined;
+      dbaNeighbours(this.context.options) > 0
+        ? await ownDistances(this.context.client, query.vector, rows)
+        : undefined;
     return rows.map((row) => {
-      const distance = own?.get(`${row.source}\u0000${row.key}`) ?? row.distance;
+      const distance = own?.get(refKey(row)) ?? row.distance;
       return {
         source: row.source,
         key: row.key,
@@ -128,21 +131,6 @@ export class SearchStrategies {
         distance: query.metric === 'euclidean' ? Math.sqrt(Math.max(0, 2 * distance)) : distance,
       };
     });
-  }
-
-  /** Cosine distances from `vector` to the images' own (raw) vectors, by source and key. */
-  private async ownDistances(
-    vector: Float32Array,
-    rows: readonly { source: string; key: string }[],
-  ): Promise<Map<string, number>> {
-    if (rows.length === 0) return new Map();
-    const found = await this.context.client.query<{ source: string; key: string; distance: number }>(
-      `SELECT source, key, coalesce(raw_embedding, embedding)::vector <=> $1::halfvec::vector AS distance
-         FROM images
-        WHERE (source, key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
-      [encodeHalfvec(vector), rows.map((r) => r.source), rows.map((r) => r.key)],
-    );
-    return new Map(found.map((r) => [`${r.source}\u0000${r.key}`, r.distance]));
   }
 
   /**
