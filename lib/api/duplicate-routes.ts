@@ -1,11 +1,11 @@
 import { InvalidInputError } from '../core/errors';
-import type { DuplicateGroup } from '../core/duplicates';
+import { duplicateRule, type DuplicateGroup } from '../core/duplicates';
 import { validateKey } from '../core/search';
 import { defineRoute, errorResponse, json, type ApiDependencies, type Route } from './http-api';
 
 /**
- * GET /duplicates?threshold=&limit=&cursor= (groups of near-duplicates, largest first, paginated) and
- * GET /images/{key}/duplicates?threshold= (the group of one image), for the local server and the query
+ * GET /duplicates?threshold=&hashBits=&limit=&cursor= (groups of near-duplicates, largest first,
+ * paginated) and GET /images/{key}/duplicates?threshold=&hashBits= (the group of one image), for the local server and the query
  * Lambda alike: both pass these routes to handleApiRequest. Each member carries a URL to its image.
  */
 function number(value: string | undefined, name: string): number | undefined {
@@ -27,6 +27,7 @@ export const duplicateRoutes: readonly Route[] = [
     if (!finder) return errorResponse(404, 'no_such_route', 'Duplicate detection is not available here.');
     const page = await finder.groups({
       threshold: number(request.query.threshold, 'threshold'),
+      hashBits: number(request.query.hashBits, 'hashBits'),
       limit: number(request.query.limit, 'limit'),
       cursor: request.query.cursor,
     });
@@ -41,12 +42,16 @@ export const duplicateRoutes: readonly Route[] = [
     if (!finder) return errorResponse(404, 'no_such_route', 'Duplicate detection is not available here.');
     const key = params[0]!;
     validateKey(key);
-    const threshold = number(request.query.threshold, 'threshold');
-    const group = await finder.groupOf(deps.source, key, threshold);
+    const rule = duplicateRule(
+      number(request.query.threshold, 'threshold'),
+      number(request.query.hashBits, 'hashBits'),
+    );
+    const group = await finder.groupOf(deps.source, key, rule);
     return json(200, {
       model: deps.modelId,
       key,
-      threshold: threshold ?? null,
+      threshold: rule.threshold,
+      hashBits: rule.hashBits,
       ...(await withUrls(deps, group)),
     });
   }),

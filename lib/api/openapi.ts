@@ -2,6 +2,8 @@
  * The API contract, served at GET /openapi.json by the cloud endpoint and the local server alike.
  * Paths marked x-ompf-runtime: local exist only on the local server.
  */
+import { DEFAULT_HASH_BITS, HASH_CONFIRMED_CEILING, MAX_HASH_BITS } from '../core/duplicates';
+
 const errorResponse = (description: string) => ({
   description,
   content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
@@ -26,6 +28,13 @@ const searchParameters = [
     schema: { type: 'string', enum: ['cosine', 'euclidean'], default: 'cosine' },
   },
 ];
+
+const hashBitsParameter = {
+  name: 'hashBits',
+  in: 'query',
+  schema: { type: 'integer', minimum: 0, maximum: MAX_HASH_BITS, default: DEFAULT_HASH_BITS },
+  description: `perceptual-hash bits (of 64) within which two images whose vectors are up to ${HASH_CONFIRMED_CEILING} apart are duplicates too; 0: equal hashes only`,
+};
 
 const keyParameter = {
   name: 'key',
@@ -242,6 +251,7 @@ export const OPENAPI_DOCUMENT = {
             description:
               "cosine distance between the images' own vectors (default chosen by `ompf eval-duplicates`)",
           },
+          hashBitsParameter,
           { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
           {
             name: 'cursor',
@@ -253,9 +263,9 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           '200': {
             description:
-              "{model, threshold, basis, total, groups: [{members: [{source, key, distance, exact, width, height, bytes, url}]}], nextCursor?}; each group's first member is its largest image, distances are from it",
+              "{model, threshold, hashBits, basis, total, groups: [{members: [{source, key, distance, hashBits?, exact, width, height, bytes, url}]}], nextCursor?}; each group's first member is its largest image, distances (cosine, and perceptual-hash bits when both images have a hash) are from it",
           },
-          '400': errorResponse('threshold, limit or cursor out of range'),
+          '400': errorResponse('threshold, hashBits, limit or cursor out of range'),
         },
       },
     },
@@ -265,10 +275,13 @@ export const OPENAPI_DOCUMENT = {
         parameters: [
           keyParameter,
           { name: 'threshold', in: 'query', schema: { type: 'number', minimum: 0, maximum: 0.5 } },
+          hashBitsParameter,
         ],
         responses: {
-          '200': { description: '{model, key, threshold, members: [...]}, as one group of /duplicates' },
-          '400': errorResponse('bad key or threshold'),
+          '200': {
+            description: '{model, key, threshold, hashBits, members: [...]}, as one group of /duplicates',
+          },
+          '400': errorResponse('bad key, threshold or hashBits'),
           '404': errorResponse('no indexed image has this key'),
         },
       },

@@ -1,16 +1,25 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import phash from 'sharp-phash';
-import phashDistance from 'sharp-phash/distance';
-import { chooseThreshold, operatingPoint, type CopyQuery, type OperatingPoint } from '../core/copy-detection';
+import {
+  byDistance,
+  byDuplicateRule,
+  byHash,
+  chooseThreshold,
+  operatingPoint,
+  type CopyCandidate,
+  type CopyQuery,
+  type OperatingPoint,
+} from '../core/copy-detection';
+import { DEFAULT_HASH_BITS } from '../core/duplicates';
 import type { Embedder, ImagePreprocessor } from '../core/ports';
 import { ATTACKS, attackedCopies } from './copy-attacks';
 
 /**
- * `ompf eval-duplicates`: the copy-detection protocol (copy-attacks.ts) measured with the product's own
- * image vectors (cosine distance between raw model vectors, as duplicate groups use them) and, in the
- * same run, a perceptual hash (pHash from sharp-phash: 64-bit DCT hash, Hamming distance) on the same
- * queries and gallery. Queries: every attacked copy of `originals` photos of DIR, plus a family of real
+ * `ompf eval-duplicates`: the copy-detection protocol (copy-attacks.ts) measured three ways on the same
+ * queries and gallery: the product's own image vectors alone (cosine distance between raw model
+ * vectors), the perceptual hash alone (pHash from sharp-phash, 64-bit DCT hash of the decoded frame the
+ * product stores, Hamming distance), and the product's duplicate rule, which combines them along the
+ * `neighbours` nearest (lib/core/copy-detection.ts byDuplicateRule). Queries: every attacked copy of `originals` photos of DIR, plus a family of real
  * near-duplicates nobody made for us: caltech101's Faces_easy photos, whose originals are the
  * same-named Faces photos (the same pictures at another crop) when the distractor folder has them.
  * Gallery: the originals and the distractors (every photo of the distractor folder except Faces_easy).
@@ -21,6 +30,9 @@ export interface CopyDetectionOptions {
   readonly originals: number;
   readonly distractors: number;
   readonly minPrecision: number;
+  /** The store's neighbour-list length (OMPF_DBA): the product's candidates per image. */
+  readonly neighbours: number;
+  readonly hashBits?: number | undefined;
 }
 
 export interface CopyDetectionReport {
@@ -34,9 +46,19 @@ export interface CopyDetectionReport {
     readonly chosen: OperatingPoint;
     readonly curve: readonly OperatingPoint[];
   };
+  /** The product's rule at `hashBits`, over the cosine threshold; and at the chosen one, over the bits. */
+  readonly product: {
+    readonly hashBits: number;
+    readonly neighbours: number;
+    readonly chosen: OperatingPoint;
+    readonly curve: readonly OperatingPoint[];
+    readonly byHashBits: readonly (OperatingPoint & { readonly hashBits: number })[];
+  };
   readonly minPrecision: number;
 }
 
+const MAX_GRID_DISTANCE = 0.25;
+const MAX_GRID_BITS = 24;
 const IMAGE = /\.(jpe?g|png|webp)$/i;
 
 function photosOf(dir: string, skip: (folder: string) => boolean = () => false): string[] {
@@ -102,12 +124,16 @@ export async function runCopyDetection(
   const total = galleryBytes.length + queryBytes.length;
   let done = 0;
   const describe = async (bytes: Uint8Array) => {
-    const [vector] = await embedder.embed([await preprocessor.prepare(bytes)]);
-    const hash = await phash(Buffer.from(bytes));
+    const prepared = await preprocessor.prepare(bytes);
+    const [vector] = await embedder.embed([prepared]);
+    if (!prepared.perceptualHash) throw new Error('The preprocessor computes no perceptual hash.');
+    const hash = await prepared.perceptualHash();
     progress(++done, total);
-    return { vector: vector!, hash };
+    // Two 32-bit halves: Hamming distance by XOR and popcount.
+    const half = (bits: string) => Number.parseInt(bits, 2) | 0;
+    return { vector: vector!, hash: [half(hash.slice(0, 32)), half(hash.slice(32))] as const };
   };
-  const gallery: { vector: Float32Array; hash: string }[] = [];
+  const gallery: { vector: Float32Array; hash: readonly [number, number] }[] = [];
   for (const bytes of galleryBytes) gallery.push(await describe(bytes));
   const queries = [];
   for (const q of queryBytes) queries.push({ ...q, ...(await describe(q.bytes)) });
@@ -117,32 +143,62 @@ export async function runCopyDetection(
     for (let i = 0; i < a.length; i++) dot += a[i]! * b[i]!;
     return 1 - dot;
   };
-  const cnnQueries: CopyQuery[] = queries.map((q) => ({
-    family: q.family,
-    positive: cosine(q.vector, gallery[q.original]!.vector),
-    negatives: gallery.flatMap((g, j) => (j === q.original ? [] : [cosine(q.vector, g.vector)])),
-  }));
-  const hashQueries: CopyQuery[] = queries.map((q) => ({
-    family: q.family,
-    positive: phashDistance(q.hash, gallery[q.original]!.hash),
-    negatives: gallery.flatMap((g, j) => (j === q.original ? [] : [phashDistance(q.hash, g.hash)])),
-  }));
-  const cnnGrid = Array.from({ length: 201 }, (_, i) => Math.round(i * 0.0025 * 10_000) / 10_000);
-  const bitGrid = Array.from({ length: 33 }, (_, i) => i);
+  const bitsBetween = (a: readonly [number, number], b: readonly [number, number]) =>
+    popcount32(a[0] ^ b[0]) + popcount32(a[1] ^ b[1]);
+  const copyQueries: CopyQuery[] = queries.map((q) => {
+    const all = gallery.map((g, j) => ({
+      distance: cosine(q.vector, g.vector),
+      hashBits: bitsBetween(q.hash, g.hash),
+      original: j === q.original,
+    }));
+    const order = all.map((_, j) => j).sort((a, b) => all[a]!.distance - all[b]!.distance);
+    const rank = new Array<number>(all.length);
+    order.forEach((j, r) => (rank[j] = r));
+    // Only candidates some rule on the grids below can accept (most of the gallery is within 0.5 of
+    // any photo by these vectors, so the grids stop where precision has long collapsed).
+    const candidates: CopyCandidate[] = all
+      .map((c, j) => ({ ...c, rank: rank[j]! }))
+      .filter(
+        (c) => c.rank < options.neighbours || c.distance <= MAX_GRID_DISTANCE || c.hashBits <= MAX_GRID_BITS,
+      );
+    return { family: q.family, candidates };
+  });
+  const cnnGrid = Array.from({ length: 101 }, (_, i) => Math.round(i * 0.0025 * 10_000) / 10_000);
+  const bitGrid = Array.from({ length: MAX_GRID_BITS + 1 }, (_, i) => i);
+  const hashBits = options.hashBits ?? DEFAULT_HASH_BITS;
+  const productRule = byDuplicateRule(hashBits, options.neighbours);
+  const excluded = ['strong'];
+  const productChosen = chooseThreshold(copyQueries, cnnGrid, productRule, options.minPrecision, excluded);
   return {
     originals: originals.length,
     queries: queries.length,
     gallery: gallery.length,
     attacks: ATTACKS.map((a) => a.name),
     cnn: {
-      chosen: chooseThreshold(cnnQueries, cnnGrid, options.minPrecision, ['strong']),
-      curve: cnnGrid.filter((_, i) => i % 4 === 0).map((t) => operatingPoint(cnnQueries, t)),
+      chosen: chooseThreshold(copyQueries, cnnGrid, byDistance, options.minPrecision, excluded),
+      curve: cnnGrid.filter((_, i) => i % 4 === 0).map((t) => operatingPoint(copyQueries, t, byDistance)),
     },
     phash: {
-      at10Bits: operatingPoint(hashQueries, 10),
-      chosen: chooseThreshold(hashQueries, bitGrid, options.minPrecision, ['strong']),
-      curve: bitGrid.filter((b) => b % 2 === 0).map((b) => operatingPoint(hashQueries, b)),
+      at10Bits: operatingPoint(copyQueries, 10, byHash),
+      chosen: chooseThreshold(copyQueries, bitGrid, byHash, options.minPrecision, excluded),
+      curve: bitGrid.filter((b) => b % 2 === 0).map((b) => operatingPoint(copyQueries, b, byHash)),
+    },
+    product: {
+      hashBits,
+      neighbours: options.neighbours,
+      chosen: productChosen,
+      curve: cnnGrid.filter((_, i) => i % 4 === 0).map((t) => operatingPoint(copyQueries, t, productRule)),
+      byHashBits: [0, 4, 8, 10, 12, 14, 16, 20, 24].map((bits) => ({
+        hashBits: bits,
+        ...operatingPoint(copyQueries, productChosen.threshold, byDuplicateRule(bits, options.neighbours)),
+      })),
     },
     minPrecision: options.minPrecision,
   };
+}
+
+function popcount32(value: number): number {
+  let v = value - ((value >>> 1) & 0x55555555);
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }

@@ -1,5 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_DUPLICATE_THRESHOLD, DuplicateFinder, MAX_DUPLICATE_GROUPS_PAGE } from '../core/duplicates';
+import {
+  DEFAULT_DUPLICATE_THRESHOLD,
+  DEFAULT_HASH_BITS,
+  DuplicateFinder,
+  HASH_CONFIRMED_CEILING,
+  MAX_DUPLICATE_GROUPS_PAGE,
+  MAX_HASH_BITS,
+} from '../core/duplicates';
 import type { Config } from '../runtime/config';
 import { resolveModelSpec } from '../adapters/models/model-registry';
 import { runCopyDetection } from '../bench/copy-detection-run';
@@ -25,6 +32,14 @@ function distance(value: string): number {
   return n;
 }
 
+function hashBits(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_HASH_BITS) {
+    throw new InvalidArgumentError(`a whole number of bits from 0 to ${MAX_HASH_BITS}`);
+  }
+  return n;
+}
+
 function groupCount(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > MAX_DUPLICATE_GROUPS_PAGE) {
@@ -47,23 +62,31 @@ export function addDuplicatesCommand(
       `cosine distance between two images' own vectors up to which they are duplicates (default ${DEFAULT_DUPLICATE_THRESHOLD})`,
       distance,
     )
+    .option(
+      '--hash-bits <bits>',
+      `perceptual-hash bits (of 64) within which two images the vectors place up to ${HASH_CONFIRMED_CEILING} apart are duplicates too (default ${DEFAULT_HASH_BITS}; 0: equal hashes only)`,
+      hashBits,
+    )
     .option('--limit <groups>', 'groups to list', groupCount, 50)
     .option('--cursor <cursor>', 'the next page (nextCursor of the previous one)')
     .action(
-      run(async (options: { threshold?: number; limit: number; cursor?: string }) => {
+      run(async (options: { threshold?: number; hashBits?: number; limit: number; cursor?: string }) => {
         const store = await openStore(config());
         try {
           const page = await new DuplicateFinder(store).groups(options);
           if (json()) return printJson(page);
-          say(`${page.total} groups of duplicates at threshold ${page.threshold} (${page.basis})`);
+          say(
+            `${page.total} groups of duplicates at threshold ${page.threshold}, hash bits ${page.hashBits} (${page.basis})`,
+          );
           for (const [n, group] of page.groups.entries()) {
             say(`\ngroup ${n + 1}: ${group.members.length} images`);
             say(
               table(
-                ['key', 'distance', 'exact', 'size'],
+                ['key', 'distance', 'hash bits', 'exact', 'size'],
                 group.members.map((m) => [
                   m.key,
                   m.distance.toFixed(4),
+                  m.hashBits === undefined ? '' : String(m.hashBits),
                   m.exact ? 'yes' : '',
                   `${m.width}x${m.height}, ${m.bytes} B`,
                 ]),
@@ -80,7 +103,7 @@ export function addDuplicatesCommand(
   program
     .command('eval-duplicates')
     .description(
-      "Copy detection in the style of INRIA Copydays: attacked copies (JPEG, crops, resizes, mirror, strong edits) of photos of DIR, mixed into a gallery of distractors; precision and recall per attack family and over the threshold, for the model's vectors and, in the same run, a perceptual hash (pHash). Chooses the threshold with precision >= --min-precision outside the 'strong' family.",
+      "Copy detection in the style of INRIA Copydays: attacked copies (JPEG, crops, resizes, mirror, strong edits) of photos of DIR, mixed into a gallery of distractors; precision and recall per attack family and over the threshold, for the model's vectors alone, a perceptual hash (pHash) alone, and the duplicate groups' rule combining them (with the store's neighbour lists, OMPF_DBA). Chooses the threshold with precision >= --min-precision outside the 'strong' family.",
     )
     .argument('<dir>', 'labelled photos to attack (the dev set)')
     .option(
@@ -109,11 +132,22 @@ export function addDuplicatesCommand(
       },
       0.99,
     )
+    .option(
+      '--hash-bits <bits>',
+      `the duplicate rule's perceptual-hash tolerance to measure (default ${DEFAULT_HASH_BITS})`,
+      hashBits,
+    )
     .action(
       run(
         async (
           dir: string,
-          options: { distractors?: string; originals: number; distractorCount: number; minPrecision: number },
+          options: {
+            distractors?: string;
+            originals: number;
+            distractorCount: number;
+            minPrecision: number;
+            hashBits?: number;
+          },
         ) => {
           const cfg = config();
           const evaluation = await openEvaluation(cfg);
@@ -129,6 +163,8 @@ export function addDuplicatesCommand(
               originals: options.originals,
               distractors: options.distractorCount,
               minPrecision: options.minPrecision,
+              neighbours: cfg.dba,
+              hashBits: options.hashBits,
             },
             (done, total) => {
               if (!started) bar.start(total);
@@ -156,6 +192,21 @@ export function addDuplicatesCommand(
             `\npHash at 10 bits: precision ${report.phash.at10Bits.precision.toFixed(3)}, recall ${report.phash.at10Bits.recall.toFixed(3)}; chosen ${report.phash.chosen.threshold} bits: precision ${report.phash.chosen.precision.toFixed(3)}, recall ${report.phash.chosen.recall.toFixed(3)}`,
           );
           say(table(['family', 'queries', 'precision', 'recall'], families(report.phash.chosen)));
+          const product = report.product;
+          say(
+            `\nduplicate groups (vectors, or hash within ${product.hashBits} bits and ${HASH_CONFIRMED_CEILING} cosine, among each image's ${product.neighbours} nearest): threshold ${product.chosen.threshold}, precision ${product.chosen.precision.toFixed(3)}, recall ${product.chosen.recall.toFixed(3)}`,
+          );
+          say(table(['family', 'queries', 'precision', 'recall'], families(product.chosen)));
+          say(
+            table(
+              ['hash bits', 'precision', 'recall'],
+              product.byHashBits.map((p) => [
+                String(p.hashBits),
+                p.precision.toFixed(3),
+                p.recall.toFixed(3),
+              ]),
+            ),
+          );
         },
       ),
     );

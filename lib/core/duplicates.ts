@@ -1,11 +1,15 @@
 import { InvalidInputError, NotFoundError } from './errors';
-import type { DuplicateGraph, VectorStore } from './ports';
+import type { DuplicateGraph, DuplicateRule, VectorStore } from './ports';
 import { validateKey } from './search';
 
 /**
  * Near-duplicate groups: the same picture re-saved, resized, cropped, re-encoded or lightly edited.
- * Two images are duplicates when their own (raw) vectors are within `threshold` cosine distance, or
- * their files are byte-identical (same content hash: marked `exact`); groups are the connected
+ * Two images are duplicates when their own (raw) vectors are within `threshold` cosine distance; or
+ * when their perceptual hashes differ in at most `hashBits` of 64 bits while their vectors are within
+ * HASH_CONFIRMED_CEILING (the hash catches what degrades the model's view but keeps the picture's
+ * layout: heavy JPEG, small resizes, blur, text overlays, colour shifts; the ceiling and the neighbour
+ * lists keep two flat, unrelated pictures with similar hashes apart); or their files are
+ * byte-identical (same content hash: marked `exact`). Groups are the connected
  * components of that relation (union-find), so a chain of close copies is one group. The edges come
  * from the store: the neighbour lists database-side augmentation keeps up to date as images arrive and
  * leave (each image's k nearest, k = OMPF_DBA), plus equal content hashes; so groups cost no search at
@@ -20,6 +24,14 @@ import { validateKey } from './search';
  */
 export const DEFAULT_DUPLICATE_THRESHOLD = 0.08;
 export const MAX_DUPLICATE_THRESHOLD = 0.5;
+/**
+ * Perceptual hashes at most this many bits apart (of 64) confirm a pair the vectors place up to
+ * HASH_CONFIRMED_CEILING apart. Chosen on the same protocol: 10 to 16 bits all keep the precision of
+ * the vectors alone (README "Near duplicates"); 12 sits in the middle. 0 accepts only equal hashes.
+ */
+export const DEFAULT_HASH_BITS = 12;
+export const MAX_HASH_BITS = 24;
+export const HASH_CONFIRMED_CEILING = 0.5;
 export const MAX_DUPLICATE_GROUPS_PAGE = 200;
 
 export interface DuplicateMember {
@@ -27,6 +39,8 @@ export interface DuplicateMember {
   readonly key: string;
   /** Cosine distance from the group's first member (the largest image). */
   readonly distance: number;
+  /** Perceptual-hash bits (of 64) that differ from the first member's; absent without both hashes. */
+  readonly hashBits?: number;
   /** Byte-identical to another member. */
   readonly exact: boolean;
   readonly width: number;
@@ -41,6 +55,7 @@ export interface DuplicateGroup {
 
 export interface DuplicatePage {
   readonly threshold: number;
+  readonly hashBits: number;
   /** 'neighbour lists and content hashes', or 'content hashes only' when DBA is off. */
   readonly basis: string;
   readonly total: number;
@@ -60,14 +75,40 @@ export function validateThreshold(threshold: number | undefined): number {
   return value;
 }
 
+export function validateHashBits(bits: number | undefined): number {
+  const value = bits ?? DEFAULT_HASH_BITS;
+  if (!Number.isInteger(value) || value < 0 || value > MAX_HASH_BITS) {
+    throw new InvalidInputError(
+      `The perceptual-hash tolerance must be a whole number of bits from 0 to ${MAX_HASH_BITS}; got ${String(bits)}.`,
+      { hint: `The default, ${DEFAULT_HASH_BITS}, is chosen on the copy-detection protocol.` },
+    );
+  }
+  return value;
+}
+
+/** The rule for a threshold and hash tolerance given by a caller (undefined: the defaults). */
+export function duplicateRule(threshold: number | undefined, hashBits: number | undefined): DuplicateRule {
+  const cutoff = validateThreshold(threshold);
+  return {
+    threshold: cutoff,
+    hashBits: validateHashBits(hashBits),
+    hashCeiling: Math.max(cutoff, HASH_CONFIRMED_CEILING),
+  };
+}
+
+export interface DuplicateOptions {
+  readonly threshold?: number | undefined;
+  readonly hashBits?: number | undefined;
+}
+
 export class DuplicateFinder {
   constructor(private readonly store: VectorStore) {}
 
   /** Every group, largest first (then by its first member's key), a page at a time. */
   async groups(
-    options: { threshold?: number | undefined; limit?: number | undefined; cursor?: string | undefined } = {},
+    options: DuplicateOptions & { limit?: number | undefined; cursor?: string | undefined } = {},
   ): Promise<DuplicatePage> {
-    const threshold = validateThreshold(options.threshold);
+    const rule = duplicateRule(options.threshold, options.hashBits);
     const limit = options.limit ?? 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DUPLICATE_GROUPS_PAGE) {
       throw new InvalidInputError(
@@ -75,13 +116,16 @@ export class DuplicateFinder {
       );
     }
     const offset = decodeCursor(options.cursor);
-    const graph = await this.store.duplicateGraph(threshold);
+    const graph = await this.store.duplicateGraph(rule);
     const components = componentsOf(graph);
     const page = components.slice(offset, offset + limit);
     const groups = await Promise.all(page.map((ids) => this.describe(graph, ids)));
     return {
-      threshold,
-      basis: graph.nearDuplicates ? 'neighbour lists and content hashes' : 'content hashes only (OMPF_DBA=0)',
+      threshold: rule.threshold,
+      hashBits: rule.hashBits,
+      basis: graph.nearDuplicates
+        ? 'neighbour lists, perceptual hashes and content hashes'
+        : 'content hashes only (OMPF_DBA=0)',
       total: components.length,
       groups,
       ...(offset + limit < components.length ? { nextCursor: encodeCursor(offset + limit) } : {}),
@@ -89,10 +133,14 @@ export class DuplicateFinder {
   }
 
   /** The group of one image; NotFoundError when it is not indexed, an empty group when it has no copies. */
-  async groupOf(source: string | undefined, key: string, threshold?: number): Promise<DuplicateGroup> {
+  async groupOf(
+    source: string | undefined,
+    key: string,
+    options: DuplicateOptions = {},
+  ): Promise<DuplicateGroup> {
     validateKey(key);
-    const cutoff = validateThreshold(threshold);
-    const graph = await this.store.duplicateGraph(cutoff);
+    const rule = duplicateRule(options.threshold, options.hashBits);
+    const graph = await this.store.duplicateGraph(rule);
     const index = graph.images.findIndex(
       (i) => i.key === key && (source === undefined || i.source === source),
     );
@@ -127,6 +175,7 @@ export class DuplicateFinder {
         source: image.source,
         key: image.key,
         distance: n === 0 ? 0 : Math.max(0, distances[n] ?? Number.NaN),
+        ...hashBitsBetween(first.perceptualHash, image.perceptualHash),
         exact: (hashes.get(image.contentHash) ?? 0) > 1,
         width: image.width,
         height: image.height,
@@ -134,6 +183,13 @@ export class DuplicateFinder {
       })),
     };
   }
+}
+
+function hashBitsBetween(a: string | undefined, b: string | undefined): { hashBits?: number } {
+  if (a === undefined || b === undefined || a.length !== b.length) return {};
+  let bits = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) bits += 1;
+  return { hashBits: bits };
 }
 
 /** Connected components of two or more images, largest first, then by smallest key. */

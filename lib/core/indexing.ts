@@ -101,6 +101,10 @@ export class IndexingService {
       const next = batches[b + 1] ? embedBatch(batches[b + 1]!) : undefined;
       const { outcomes, ready, vectors } = await current!;
       current = next;
+      // The hash runs on this thread (a 32 x 32 DCT) while the next batch is embedded on onnxruntime's.
+      const hashes = await Promise.all(
+        ready.map((r) => (r.image.perceptualHash ? r.image.perceptualHash() : Promise.resolve(undefined))),
+      );
       const records: ImageRecord[] = ready.map((r, i) => ({
         source,
         key: r.item.key,
@@ -111,6 +115,7 @@ export class IndexingService {
         width: r.image.width,
         height: r.image.height,
         bytes: r.bytes,
+        perceptualHash: hashes[i],
         embedding: vectors[i]!,
       }));
       await writing;

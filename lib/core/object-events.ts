@@ -218,7 +218,10 @@ export class ObjectEventIndexer {
       if (error instanceof UnsupportedImageError || error instanceof TooLargeError) return error;
       throw error;
     }
-    const [embedding] = await this.embedder.embed([image]);
+    const [embedding, perceptualHash] = await Promise.all([
+      this.embedder.embed([image]).then(([vector]) => vector),
+      image.perceptualHash?.(),
+    ]);
     if (!embedding) throw new Error('The embedder returned no vector.');
     return {
       source: at.source,
@@ -228,6 +231,7 @@ export class ObjectEventIndexer {
       width: image.width,
       height: image.height,
       bytes: content.bytes.byteLength,
+      perceptualHash,
       embedding,
     };
   }

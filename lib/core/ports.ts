@@ -10,6 +10,11 @@ export interface PreparedImage {
   /** Size of the decoded image after EXIF orientation, before resizing. */
   readonly width: number;
   readonly height: number;
+  /**
+   * The image's 64-bit perceptual hash (pHash: DCT of a 32 x 32 grey thumbnail, as 64 '0'/'1'), computed
+   * on demand from the decoded pixels (no second decode): indexing asks for it, queries do not.
+   */
+  readonly perceptualHash?: (() => Promise<string>) | undefined;
 }
 
 export interface ImagePreprocessor {
@@ -39,6 +44,8 @@ export interface StoredImage {
   readonly width: number;
   readonly height: number;
   readonly bytes: number;
+  /** 64 '0'/'1' (PreparedImage.perceptualHash); absent for images indexed before schema v7. */
+  readonly perceptualHash?: string | undefined;
 }
 
 export interface ImageRecord extends StoredImage {
@@ -85,9 +92,22 @@ export interface DuplicateImage {
   readonly source: string;
   readonly key: string;
   readonly contentHash: string;
+  readonly perceptualHash: string | undefined;
   readonly width: number;
   readonly height: number;
   readonly bytes: number;
+}
+
+/**
+ * When two images are duplicates (lib/core/duplicates.ts): their own vectors within `threshold`, or
+ * their perceptual hashes within `hashBits` (Hamming distance) while their vectors are within
+ * `hashCeiling`; the candidates are the neighbour lists, so a hash match needs the vectors to agree
+ * that the pair is close. Equal content hashes always are.
+ */
+export interface DuplicateRule {
+  readonly threshold: number;
+  readonly hashBits: number;
+  readonly hashCeiling: number;
 }
 
 /**
@@ -213,8 +233,8 @@ export interface VectorStore {
    * failures alike, in key order: what reconciliation compares a page of a bucket listing with.
    */
   indexedKey(source: string, key: string): Promise<IndexedKey | undefined>;
-  /** Duplicate pairs within `threshold` (cosine distance of the images' own vectors). */
-  duplicateGraph(threshold: number): Promise<DuplicateGraph>;
+  /** Duplicate pairs by `rule` (cosine distance of the images' own vectors, perceptual hashes). */
+  duplicateGraph(rule: DuplicateRule): Promise<DuplicateGraph>;
   /** Cosine distances between the own vectors of `from` and each of `to` (NaN for one not stored). */
   distancesFrom(
     from: { readonly source: string; readonly key: string },

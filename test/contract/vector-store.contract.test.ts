@@ -83,7 +83,7 @@ describe.each(engines)('vector store contract on $name', (engine) => {
     const versions = await client.query<{ version: number }>(
       'SELECT version FROM ompf_migrations ORDER BY version',
     );
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     await expect(migrate(client, { modelId: options.modelId, dimension: DIM })).resolves.toEqual([]);
     await expect(PgVectorStore.open(client, options)).resolves.toBeInstanceOf(PgVectorStore);
   });

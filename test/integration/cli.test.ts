@@ -1,6 +1,15 @@
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { ompf } from '../helpers/cli';
 import { jpeg } from '../helpers/images';
 import { CALTECH_DIR, MODELS_DIR, requirePath } from '../helpers/shared';
@@ -262,9 +271,65 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
     expect(result.json()).toEqual({ removed: 1, requested: 2 });
   });
 
+  it('ompf duplicates groups a byte copy and a shrunk, re-encoded copy with their original', async () => {
+    // Prepare: okapi/0.jpg copied byte for byte, and at half size, JPEG quality 30.
+    const copies = join(gallery, 'copies');
+    mkdirSync(copies);
+    const original = readFileSync(join(gallery, 'okapi', '0.jpg'));
+    copyFileSync(join(gallery, 'okapi', '0.jpg'), join(copies, 'okapi-0.jpg'));
+    const { width } = await sharp(original).metadata();
+    writeFileSync(
+      join(copies, 'okapi-half.jpg'),
+      await sharp(original)
+        .resize(Math.round(width / 2))
+        .jpeg({ quality: 30 })
+        .toBuffer(),
+    );
+    try {
+      const indexed = (await ompf(['--json', 'index', gallery], env)).json<IndexJson>();
+      expect(indexed.failed.map((f) => f.key)).not.toContain('copies/okapi-half.jpg');
+      // Act
+      const page = (await ompf(['--json', 'duplicates'], env)).json<{
+        total: number;
+        hashBits: number;
+        groups: { members: { key: string; exact: boolean; hashBits?: number }[] }[];
+      }>();
+      const text = await ompf(['duplicates'], env);
+      // Assess
+      expect(page).toMatchObject({ total: 1, hashBits: 12 });
+      const members = page.groups[0]!.members;
+      expect(members.map((m) => m.key).sort()).toEqual([
+        'copies/okapi-0.jpg',
+        'copies/okapi-half.jpg',
+        'okapi/0.jpg',
+      ]);
+      expect(
+        members
+          .filter((m) => m.exact)
+          .map((m) => m.key)
+          .sort(),
+      ).toEqual(['copies/okapi-0.jpg', 'okapi/0.jpg']);
+      expect(members.every((m) => m.hashBits !== undefined && m.hashBits <= 12)).toBe(true);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/1 groups of duplicates at threshold 0.08, hash bits 12/);
+      expect(text.stdout).toMatch(/copies\/okapi-half\.jpg/);
+      const bits = await ompf(['duplicates', '--hash-bits', '30'], env);
+      expect(bits.code).toBe(2);
+      expect(bits.stderr).toMatch(/a whole number of bits from 0 to 24/);
+      const far = await ompf(['duplicates', '--threshold', '0.9'], env);
+      expect(far.code).toBe(2);
+      expect(far.stderr).toMatch(/a cosine distance from 0 to 0.5/);
+    } finally {
+      rmSync(copies, { recursive: true, force: true });
+      await ompf(['index', '--prune', gallery], env);
+    }
+  });
+
   it.each([
     [[]],
     [['index']],
+    [['duplicates']],
+    [['eval-duplicates']],
     [['search']],
     [['eval']],
     [['remove']],

@@ -21,6 +21,7 @@ it('attacks each original in every family, measures both methods, and finds the 
     originals: 4,
     distractors: 40,
     minPrecision: 0.99,
+    neighbours: 3,
   });
   expect(report.attacks).toHaveLength(ATTACKS.length);
   expect(report.originals).toBe(4);
@@ -38,4 +39,10 @@ it('attacks each original in every family, measures both methods, and finds the 
   expect(report.cnn.curve.find((p) => p.threshold === 0.1)!.byFamily.mirror!.recall).toBe(1);
   expect(report.phash.at10Bits.byFamily.mirror!.recall).toBe(0);
   expect(report.phash.at10Bits.byFamily.resize!.recall).toBe(1);
+  // The product's rule finds what either finds at the same cosine threshold, the hash's resizes included.
+  const product = report.product.curve.find((p) => p.threshold === 0.1)!;
+  expect(product.byFamily.mirror!.recall).toBe(1);
+  expect(product.byFamily.resize!.recall).toBe(1);
+  expect(product.recall).toBeGreaterThanOrEqual(report.cnn.curve.find((p) => p.threshold === 0.1)!.recall);
+  expect(report.product.byHashBits.map((p) => p.hashBits)).toContain(12);
 }, 300_000);

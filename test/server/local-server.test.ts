@@ -268,25 +268,32 @@ describe('local server', () => {
       );
     });
 
-    it('groups a copied file (exact) and a re-encoded copy with their original, and forgets a deleted member', async () => {
-      // Prepare: a byte-identical copy and a JPEG re-save at quality 90 of rhino/1.jpg.
+    it('groups a copied file (exact), a re-encoded and a shrunk copy with their original, and forgets a deleted member', async () => {
+      // Prepare: a byte-identical copy, a JPEG re-save at quality 60 and a half-size quality-30 copy of
+      // rhino/1.jpg (the last about 0.14 from it by mobilenetv2-int8's vectors, its pHash equal).
       copyFileSync(photo('rhino', 1), join(work.gallery, 'rhino', 'copy.jpg'));
+      const original = sharp(readFileSync(photo('rhino', 1)));
       writeFileSync(
         join(work.gallery, 'rhino', 'recoded.jpg'),
-        await sharp(readFileSync(photo('rhino', 1)))
-          .jpeg({ quality: 60 })
-          .toBuffer(),
+        await original.clone().jpeg({ quality: 60 }).toBuffer(),
       );
-      type Group = { members: { key: string; distance: number; exact: boolean; url: string }[] };
+      writeFileSync(
+        join(work.gallery, 'rhino', 'half.jpg'),
+        await original.clone().resize(150).jpeg({ quality: 30 }).toBuffer(),
+      );
+      type Group = {
+        members: { key: string; distance: number; hashBits?: number; exact: boolean; url: string }[];
+      };
       const groups = async () =>
         (await call(server, 'GET', '/duplicates')).json<{ total: number; groups: Group[] }>();
       try {
         // Act + Assess: the group, as the files are indexed.
-        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(3));
+        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(4));
         const [group] = (await groups()).groups;
         expect(group!.members.map((m) => m.key).sort()).toEqual([
           'rhino/1.jpg',
           'rhino/copy.jpg',
+          'rhino/half.jpg',
           'rhino/recoded.jpg',
         ]);
         expect(
@@ -296,7 +303,15 @@ describe('local server', () => {
             .sort(),
         ).toEqual(['rhino/1.jpg', 'rhino/copy.jpg']);
         expect(group!.members[0]!.distance).toBe(0);
-        expect(group!.members.every((m) => m.distance < 0.08 && m.url.startsWith('/images/'))).toBe(true);
+        expect(group!.members.every((m) => m.url.startsWith('/images/') && m.hashBits! <= 12)).toBe(true);
+        // The shrunk copy is there by its perceptual hash: its vector alone is beyond the threshold.
+        const half = group!.members.find((m) => m.key === 'rhino/half.jpg')!;
+        expect(half.distance).toBeGreaterThan(0.08);
+        expect(half.distance).toBeLessThan(0.5);
+        expect(group!.members.filter((m) => m.key !== 'rhino/half.jpg').every((m) => m.distance < 0.08)).toBe(
+          true,
+        );
+        expect((await call(server, 'GET', '/duplicates?hashBits=25')).status).toBe(400);
         const one = (await call(server, 'GET', '/images/rhino%2Frecoded.jpg/duplicates')).json<Group>();
         expect(one.members.map((m) => m.key)).toContain('rhino/copy.jpg');
         const alone = (await call(server, 'GET', '/images/dolphin%2F1.jpg/duplicates')).json<Group>();
@@ -306,10 +321,11 @@ describe('local server', () => {
         // Act: a member leaves.
         rmSync(join(work.gallery, 'rhino', 'copy.jpg'));
         // Assess
-        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(2));
+        await eventually(async () => expect((await groups()).groups[0]?.members).toHaveLength(3));
       } finally {
         rmSync(join(work.gallery, 'rhino', 'copy.jpg'), { force: true });
         rmSync(join(work.gallery, 'rhino', 'recoded.jpg'), { force: true });
+        rmSync(join(work.gallery, 'rhino', 'half.jpg'), { force: true });
         await eventually(async () => expect((await groups()).total).toBe(0));
       }
     });

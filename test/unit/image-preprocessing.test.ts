@@ -2,7 +2,10 @@ import sharp from 'sharp';
 import { SharpImagePreprocessor } from '../../lib/adapters/image/sharp-preprocessor';
 import { TooLargeError, UnsupportedImageError } from '../../lib/core/errors';
 import { IMAGENET_PREPROCESS } from '../../lib/core/model-spec';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { heicHeader, jpeg, png, pngHeaderClaiming, solid, split } from '../helpers/images';
+import { CALTECH_DIR, requirePath } from '../helpers/shared';
 
 const preprocessor = new SharpImagePreprocessor(IMAGENET_PREPROCESS, {
   maxBytes: 5_000_000,
@@ -52,6 +55,44 @@ describe('SharpImagePreprocessor', () => {
     const [r, , b] = rgbMeans(image.tensor);
     expect(r).toBeLessThan(2);
     expect(b).toBeGreaterThan(250);
+  });
+
+  it('cuts the same centre crop as libvips would, pixel for pixel, from a real photo', async () => {
+    const photo = readFileSync(requirePath(join(CALTECH_DIR, 'dolphin', 'image_0001.jpg'), 'the dev set'));
+    const { width, height } = await sharp(photo).metadata();
+    const scale = 256 / Math.min(width, height);
+    const [w, h] = [Math.max(224, Math.round(width * scale)), Math.max(224, Math.round(height * scale))];
+    const reference = await sharp(photo)
+      .resize(w, h, { fit: 'fill', kernel: 'linear' })
+      .extract({ left: Math.round((w - 224) / 2), top: Math.round((h - 224) / 2), width: 224, height: 224 })
+      .raw()
+      .toBuffer();
+    const { tensor } = await preprocessor.prepare(photo);
+    const { mean, std } = IMAGENET_PREPROCESS;
+    let worst = 0;
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < PLANE; i++) {
+        const pixel = (tensor[c * PLANE + i]! * std[c]! + mean[c]!) * 255;
+        worst = Math.max(worst, Math.abs(pixel - reference[i * 3 + c]!));
+      }
+    }
+    expect(worst).toBeLessThan(0.01);
+  });
+
+  it("offers the picture's perceptual hash: stable under resizing and re-encoding, different for another photo", async () => {
+    const hashOf = async (bytes: Buffer) => (await preprocessor.prepare(bytes)).perceptualHash!();
+    const bitsApart = (a: string, b: string) => [...a].filter((c, i) => c !== b[i]).length;
+    const photo = readFileSync(requirePath(join(CALTECH_DIR, 'dolphin', 'image_0001.jpg'), 'the dev set'));
+    const other = readFileSync(join(CALTECH_DIR, 'dolphin', 'image_0002.jpg'));
+    const original = await hashOf(photo);
+    expect(original).toMatch(/^[01]{64}$/);
+    const { width } = await sharp(photo).metadata();
+    const smaller = await sharp(photo)
+      .resize(Math.round(width / 4))
+      .jpeg({ quality: 30 })
+      .toBuffer();
+    expect(bitsApart(original, await hashOf(smaller))).toBeLessThanOrEqual(6);
+    expect(bitsApart(original, await hashOf(other))).toBeGreaterThan(16);
   });
 
   it('applies EXIF orientation before cropping', async () => {

@@ -1,12 +1,13 @@
-import type { DuplicateGraph } from '../../core/ports';
+import type { DuplicateGraph, DuplicateRule } from '../../core/ports';
 import { ownDistances, refKey, type RowReads } from './row-reads';
 import { dbaNeighbours, type StoreContext } from './store-context';
 
 /**
  * The store's side of duplicate detection (lib/core/duplicates.ts): pairs read from the DBA neighbour
  * lists (each row's k nearest by raw cosine distance, kept exact on exact stores by augmentation.ts
- * with every write) whose distance is within the threshold, plus rows with equal content hashes; and
- * raw distances between given rows. Read-only: owns no column, writes nothing.
+ * with every write) whose distance is within the threshold, or whose perceptual hashes are within the
+ * rule's bits while the distance is within its ceiling, plus rows with equal content hashes; and raw
+ * distances between given rows. Read-only: owns no column, writes nothing.
  */
 export class DuplicatePairs {
   constructor(
@@ -14,15 +15,17 @@ export class DuplicatePairs {
     private readonly reads: RowReads,
   ) {}
 
-  async graph(threshold: number): Promise<DuplicateGraph> {
+  async graph(rule: DuplicateRule): Promise<DuplicateGraph> {
     const near = dbaNeighbours(this.context.options) > 0;
     const edges = await this.context.client.query<{ a: string; b: string }>(
       `SELECT i.id::text AS a, n.id::text AS b
          FROM images i CROSS JOIN LATERAL unnest(i.dba_neighbours, i.dba_distances) AS n(id, distance)
-        WHERE $1::boolean AND n.distance <= $2
+         LEFT JOIN images j ON j.id = n.id AND n.distance > $2 AND n.distance <= $4
+        WHERE $1::boolean
+          AND (n.distance <= $2 OR bit_count(i.perceptual_hash # j.perceptual_hash) <= $3)
        UNION
        SELECT x.id::text, y.id::text FROM images x JOIN images y ON x.content_hash = y.content_hash AND x.id < y.id`,
-      [near, threshold],
+      [near, rule.threshold, rule.hashBits, rule.hashCeiling],
     );
     const ids = [...new Set(edges.flatMap((e) => [e.a, e.b]))];
     const rows =
@@ -33,11 +36,13 @@ export class DuplicatePairs {
             source: string;
             key: string;
             content_hash: string;
+            perceptual_hash: string | null;
             width: number;
             height: number;
             bytes: number;
           }>(
-            `SELECT id::text AS id, source, key, content_hash, width, height, bytes FROM images
+            `SELECT id::text AS id, source, key, content_hash, perceptual_hash::text AS perceptual_hash, width, height, bytes
+               FROM images
               WHERE id = ANY($1::bigint[]) ORDER BY source, key`,
             [ids],
           );
@@ -47,6 +52,7 @@ export class DuplicatePairs {
         source: r.source,
         key: r.key,
         contentHash: r.content_hash,
+        perceptualHash: r.perceptual_hash ?? undefined,
         width: r.width,
         height: r.height,
         bytes: r.bytes,

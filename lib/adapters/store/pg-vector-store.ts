@@ -1,5 +1,6 @@
 import type {
   DuplicateGraph,
+  DuplicateRule,
   ImageRecord,
   IndexedKey,
   IndexFailure,
@@ -164,8 +165,8 @@ export class PgVectorStore implements VectorStore {
     return this.failures.recordFailure(source, key, reason, etag);
   }
 
-  duplicateGraph(threshold: number): Promise<DuplicateGraph> {
-    return this.duplicates.graph(threshold);
+  duplicateGraph(rule: DuplicateRule): Promise<DuplicateGraph> {
+    return this.duplicates.graph(rule);
   }
 
   distancesFrom(

@@ -38,22 +38,24 @@ export class RowWrites {
       // With DBA on, the model output goes to raw_embedding and `embedding` holds it only until
       // maintainAugmentation (below, same transaction) replaces it with the augmented vector.
       `WITH input AS MATERIALIZED (
-         SELECT source, key, content_hash, etag, version_id, sequencer, embedding::halfvec AS embedding, width, height, bytes
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::halfvec[], $9::int[], $10::int[], $11::bigint[])
-             AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes))
+         SELECT source, key, content_hash, etag, version_id, sequencer, embedding::halfvec AS embedding, width, height, bytes,
+                perceptual_hash::bit(64) AS perceptual_hash
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::halfvec[], $9::int[], $10::int[], $11::bigint[], $13::text[])
+             AS input(source, key, content_hash, etag, version_id, sequencer, embedding, width, height, bytes, perceptual_hash))
        INSERT INTO images (source, key, content_hash, etag, version_id, sequencer, model_id, embedding, raw_embedding,
-                           embedding_bits, dba_neighbours, dba_distances, width, height, bytes)
+                           embedding_bits, dba_neighbours, dba_distances, width, height, bytes, perceptual_hash)
        SELECT source, key, content_hash, etag, version_id, sequencer, $7, input.embedding,
               CASE WHEN $12::boolean THEN input.embedding END,
               CASE WHEN store.centre IS NULL THEN NULL ELSE binary_quantize(input.embedding - store.centre) END,
-              '{}', '{}', width, height, bytes
+              '{}', '{}', width, height, bytes, input.perceptual_hash
          FROM input CROSS JOIN ompf_store AS store
        ON CONFLICT (source, key) DO UPDATE SET
          content_hash = EXCLUDED.content_hash, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
          sequencer = EXCLUDED.sequencer, model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding,
          raw_embedding = EXCLUDED.raw_embedding, embedding_bits = EXCLUDED.embedding_bits,
          dba_neighbours = EXCLUDED.dba_neighbours, dba_distances = EXCLUDED.dba_distances,
-         width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes, updated_at = now()
+         width = EXCLUDED.width, height = EXCLUDED.height, bytes = EXCLUDED.bytes,
+         perceptual_hash = EXCLUDED.perceptual_hash, updated_at = now()
        RETURNING id::text AS id`,
       [
         column((r) => r.source),
@@ -71,6 +73,7 @@ export class RowWrites {
         column((r) => r.height),
         column((r) => r.bytes),
         augmenting,
+        column((r) => r.perceptualHash ?? null),
       ],
     );
     await tx.query(

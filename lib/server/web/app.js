@@ -197,7 +197,7 @@ async function findDuplicates() {
 function renderDuplicates(page) {
   $('duplicates-view').hidden = false;
   $('duplicates-summary').textContent =
-    `${page.total} group${page.total === 1 ? '' : 's'} at threshold ${page.threshold}` +
+    `${page.total} group${page.total === 1 ? '' : 's'} at threshold ${page.threshold}, hash ${page.hashBits} bits` +
     (page.groups.length < page.total ? ` · showing ${page.groups.length}` : '');
   const list = $('duplicate-groups');
   list.replaceChildren();
@@ -237,8 +237,13 @@ function duplicateCard(member) {
     el('span', { className: 'key', textContent: member.key, title: member.key }),
     el('span', {
       className: 'distance',
-      textContent: member.exact ? 'exact copy' : member.distance.toFixed(4),
-      title: `${member.width}×${member.height}, ${formatBytes(member.bytes)}`,
+      textContent: member.exact
+        ? 'exact copy'
+        : member.distance.toFixed(4) + (member.hashBits === undefined ? '' : ` · ${member.hashBits} bits`),
+      title:
+        `${member.width}×${member.height}, ${formatBytes(member.bytes)}; cosine distance` +
+        (member.hashBits === undefined ? '' : ` and perceptual-hash bits`) +
+        ' from the first image',
     }),
   );
   li.append(pick, actions, meta);
