@@ -222,7 +222,7 @@ describe('deployment', () => {
     expect(result.error).toBeUndefined();
     expect(result.payload).toMatchObject({
       PhysicalResourceId: 'ompf-schema',
-      Data: { applied: '1,2,3,4,5,6' },
+      Data: { applied: '1,2,3,4,5,6,7' },
     });
     const roles = await db.query<{ rolname: string }>(
       "SELECT rolname FROM pg_roles WHERE rolname IN ('ompf_indexer', 'ompf_query') ORDER BY 1",
