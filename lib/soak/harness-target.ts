@@ -29,6 +29,28 @@ export interface HarnessOptions {
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
+/**
+ * Resolves true as soon as the indexer's role has a session inside a statement or a transaction (so a
+ * restart now terminates work in flight), false when `running()` turns false first.
+ */
+async function whileIndexerInDatabase(superuser: pg.Pool, running: () => boolean): Promise<boolean> {
+  while (running()) {
+    // A dropped-connection fault may end this pool's session too: the next poll reconnects.
+    const busy = await superuser
+      .query<{ busy: boolean }>(
+        "SELECT count(*) > 0 AS busy FROM pg_stat_activity WHERE usename = 'ompf_indexer' " +
+          "AND state IN ('active', 'idle in transaction')",
+      )
+      .then(
+        (r) => r.rows[0]?.busy === true,
+        () => false,
+      );
+    if (busy && running()) return true;
+    await sleep(2);
+  }
+  return false;
+}
+
 interface FaultProxy {
   readonly endpoint: string;
   failNext: Set<string>;
@@ -162,27 +184,32 @@ export async function harnessTarget(options: HarnessOptions): Promise<SoakTarget
       if (faults.crash) {
         timers.push(setTimeout(() => (crashed = indexer.crash() > 0), 20 + pick(250)));
       }
+      let invoking = true;
+      const inFlight = () => invoking;
+      let dropping: Promise<void> | undefined;
       if (faults.dropConnection) {
-        timers.push(
-          setTimeout(() => {
-            superuser
-              .query<{ ok: boolean }>(
-                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE usename = 'ompf_indexer'",
-              )
-              .then(
-                (r) => (counts.databaseDrop += r.rows.filter((row) => row.ok).length > 0 ? 1 : 0),
-                () => undefined,
-              );
-          }, pick(300)),
-        );
+        // Ended while the indexer works in the database (a timer could fire after the batch is done).
+        dropping = whileIndexerInDatabase(superuser, inFlight).then(async (seen) => {
+          if (!seen) return;
+          const { rows } = await superuser.query<{ ok: boolean }>(
+            "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE usename = 'ompf_indexer'",
+          );
+          if (rows.some((row) => row.ok)) counts.databaseDrop += 1;
+        });
+        dropping.catch(() => undefined);
       }
       let restarting: Promise<boolean> | undefined;
       if (faults.restart && restartServer) {
-        restarting = sleep(pick(300)).then(restartServer);
+        // Mid-batch for certain, not by a timer: a timer can fire after a short batch has finished, and
+        // then the restart tests nothing (CI once saw every restart of a run land between batches).
+        restarting = whileIndexerInDatabase(superuser, inFlight).then((seen) =>
+          seen ? restartServer() : false,
+        );
         restarting.catch(() => undefined);
       }
-      const result = await indexer.invoke({ Records: records });
+      const result = await indexer.invoke({ Records: records }).finally(() => (invoking = false));
       timers.forEach(clearTimeout);
+      await dropping?.catch(() => undefined);
       const restarted = restarting ? await restarting : false;
       proxy!.failNext.clear();
       const all = new Set(records.map((r) => r.messageId));

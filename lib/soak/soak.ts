@@ -342,7 +342,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         if (faultable && !message.poison && message.key && rand() < 0.05) failGets.add(message.key);
       }
     }
-    const dropConnection = !crash && faultable && rand() < 0.2;
+    // (Forced after 8 batches if none has landed yet, as crashes and restarts are.)
+    const dropConnection =
+      !crash && faultable && (rand() < 0.2 || (target.counts.databaseDrop === 0 && batches > 8));
     const restart =
       !crash &&
       target.canRestart &&
