@@ -29,9 +29,6 @@ export interface HarnessOptions {
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
-const BUSY_INDEXER_SQL = `SELECT count(*) > 0 AS busy FROM pg_stat_activity
-  WHERE usename = 'ompf_indexer' AND state IN ('active', 'idle in transaction')`;
-
 /**
  * Resolves true as soon as the indexer's role has a session inside a statement or a transaction (so a
  * restart now terminates work in flight), false when `running()` turns false first.
@@ -39,10 +36,15 @@ const BUSY_INDEXER_SQL = `SELECT count(*) > 0 AS busy FROM pg_stat_activity
 async function whileIndexerInDatabase(superuser: pg.Pool, running: () => boolean): Promise<boolean> {
   while (running()) {
     // A dropped-connection fault may end this pool's session too: the next poll reconnects.
-    const busy = await superuser.query<{ busy: boolean }>(BUSY_INDEXER_SQL).then(
-      (r) => r.rows[0]?.busy === true,
-      () => false,
-    );
+    const busy = await superuser
+      .query<{ busy: boolean }>(
+        `SELECT count(*) > 0 AS busy FROM pg_stat_activity
+        WHERE usename = 'ompf_indexer' AND state IN ('active', 'idle in transaction')`,
+      )
+      .then(
+        (r) => r.rows[0]?.busy === true,
+        () => false,
+      );
     if (busy && running()) return true;
     await sleep(2);
   }
