@@ -198,8 +198,12 @@ describe('search page (headless Chromium)', () => {
     // Act: delete the copy from the view (confirming the dialog).
     page.once('dialog', (dialog) => void dialog.accept());
     await group.locator('[data-key="okapi/copy of 1.jpg"] button', { hasText: 'delete' }).click();
-    // Assess: gone from the view and from the folder.
-    await page.locator('[data-key="okapi/copy of 1.jpg"]').waitFor({ state: 'detached' });
+    // Assess: gone from the view and from the folder. (Scoped to the groups: an earlier test's search
+    // results may still list the same key, which would make the page-wide locator ambiguous.)
+    await page
+      .getByTestId('duplicate-groups')
+      .locator('[data-key="okapi/copy of 1.jpg"]')
+      .waitFor({ state: 'detached' });
     expect(existsSync(join(work.gallery, 'okapi', 'copy of 1.jpg'))).toBe(false);
   });
 
