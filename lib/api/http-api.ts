@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { describeError, InvalidInputError, TooLargeError, UnsupportedImageError } from '../core/errors';
 import type { DuplicateFinder } from '../core/duplicates';
 import type { DistanceMetric } from '../core/ports';
+import { MAX_RERANK_CANDIDATES } from '../core/reranking';
 import { MAX_RESULTS, MIN_RESULTS, validateKey, type SearchHit, type SearchService } from '../core/search';
 import { OPENAPI_DOCUMENT } from './openapi';
 
@@ -76,6 +77,7 @@ const searchJsonSchema = z
     n: z.number().int().min(MIN_RESULTS).max(MAX_RESULTS).optional(),
     prefix: z.string().optional(),
     metric: z.enum(['cosine', 'euclidean']).optional(),
+    rerank: z.number().int().min(0).max(MAX_RERANK_CANDIDATES).optional(),
   })
   .refine((body) => (body.image === undefined) !== (body.uploadKey === undefined), {
     message: 'give exactly one of "image" (base64) or "uploadKey"',
@@ -191,7 +193,7 @@ async function searchByImage(
     });
   }
   let image: Uint8Array;
-  let options: { n?: number | undefined; prefix?: string | undefined; metric?: DistanceMetric | undefined };
+  let options: QueryOptions;
   if (contentType === 'multipart/form-data') {
     const form = await parseMultipart(request, { maxFiles: 1, maxFileBytes: deps.maxInlineImageBytes });
     const file = form.files[0];
@@ -221,6 +223,7 @@ async function searchByImage(
     limit: options.n,
     keyPrefix: options.prefix,
     metric: options.metric,
+    rerank: options.rerank,
   });
   return json(200, await searchBody(deps, hits, options));
 }
@@ -330,7 +333,7 @@ async function searchByKey(
   const options = queryOptions(request);
   const hits = await deps.search.searchByKey(
     { key, source: deps.source },
-    { limit: options.n, keyPrefix: options.prefix, metric: options.metric },
+    { limit: options.n, keyPrefix: options.prefix, metric: options.metric, rerank: options.rerank },
   );
   return json(200, await searchBody(deps, hits, options));
 }
@@ -372,10 +375,26 @@ async function searchBody(
   };
 }
 
-/** n, prefix and metric from the query string, strictly: "1e1", "NaN", "Infinity", "" are errors. */
-function queryOptions(request: ApiRequest): { n?: number; prefix?: string; metric?: DistanceMetric } {
-  const { n, prefix, metric } = request.query;
-  const options: { n?: number; prefix?: string; metric?: DistanceMetric } = {};
+interface QueryOptions {
+  n?: number | undefined;
+  prefix?: string | undefined;
+  metric?: DistanceMetric | undefined;
+  rerank?: number | undefined;
+}
+
+/** n, prefix, metric and rerank from the query string, strictly: "1e1", "NaN", "Infinity", "" are errors. */
+function queryOptions(request: ApiRequest): QueryOptions {
+  const { n, prefix, metric, rerank } = request.query;
+  const options: QueryOptions = {};
+  if (rerank !== undefined) {
+    if (!/^\d{1,3}$/.test(rerank) || Number(rerank) > MAX_RERANK_CANDIDATES) {
+      throw new InvalidInputError(
+        `rerank must be a whole number from 0 (off) to ${MAX_RERANK_CANDIDATES}; got '${rerank}'.`,
+        { context: { rerank } },
+      );
+    }
+    options.rerank = Number(rerank);
+  }
   if (n !== undefined) {
     if (!/^\d{1,3}$/.test(n) || Number(n) < MIN_RESULTS || Number(n) > MAX_RESULTS) {
       throw new InvalidInputError(

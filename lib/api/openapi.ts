@@ -3,6 +3,14 @@
  * Paths marked x-ompf-runtime: local exist only on the local server.
  */
 import { DEFAULT_HASH_BITS, HASH_CONFIRMED_CEILING, MAX_HASH_BITS } from '../core/duplicates';
+import { MAX_RERANK_CANDIDATES } from '../core/reranking';
+
+const RERANK_DESCRIPTION =
+  "k-reciprocal re-ranking of the first this-many candidates (0: off); the deployment default when absent. Distances stay each image's own; only the order changes";
+
+function rerankSchema() {
+  return { type: 'integer', minimum: 0, maximum: MAX_RERANK_CANDIDATES };
+}
 
 const errorResponse = (description: string) => ({
   description,
@@ -26,6 +34,12 @@ const searchParameters = [
     name: 'metric',
     in: 'query',
     schema: { type: 'string', enum: ['cosine', 'euclidean'], default: 'cosine' },
+  },
+  {
+    name: 'rerank',
+    in: 'query',
+    schema: rerankSchema(),
+    description: RERANK_DESCRIPTION,
   },
 ];
 
@@ -74,12 +88,13 @@ export const OPENAPI_DOCUMENT = {
             'multipart/form-data': {
               schema: {
                 type: 'object',
-                description: 'one file part (the query image) and optional n, prefix, metric fields',
+                description: 'one file part (the query image) and optional n, prefix, metric, rerank fields',
                 properties: {
                   image: { type: 'string', format: 'binary' },
                   n: { type: 'integer', minimum: 1, maximum: 100 },
                   prefix: { type: 'string' },
                   metric: { type: 'string', enum: ['cosine', 'euclidean'] },
+                  rerank: rerankSchema(),
                 },
               },
             },
@@ -305,6 +320,7 @@ export const OPENAPI_DOCUMENT = {
           n: { type: 'integer', minimum: 1, maximum: 100, default: 10 },
           prefix: { type: 'string', maxLength: 1024 },
           metric: { type: 'string', enum: ['cosine', 'euclidean'], default: 'cosine' },
+          rerank: { ...rerankSchema(), description: RERANK_DESCRIPTION },
         },
       },
       SearchResponse: {

@@ -11,6 +11,7 @@ import {
 import { InvalidInputError, NotFoundError } from '../core/errors';
 import { EVAL_CONFIGS, findEvalConfigs } from '../core/evaluation';
 import { runEvaluation } from '../core/evaluation-runner';
+import { DEFAULT_RERANK_CANDIDATES, MAX_RERANK_CANDIDATES, rerankWith } from '../core/reranking';
 import type { DistanceMetric } from '../core/ports';
 import { DEFAULT_RESULTS, MAX_QUERY_EXPANSION, MAX_RESULTS, MIN_RESULTS } from '../core/search';
 import { loadConfig, type Config } from '../runtime/config';
@@ -29,6 +30,16 @@ function parseQe(value: string): number {
   const k = Number(value);
   if (!/^\d{1,2}$/.test(value) || k > MAX_QUERY_EXPANSION) {
     throw new InvalidArgumentError(`k must be a whole number from 0 to ${MAX_QUERY_EXPANSION}.`);
+  }
+  return k;
+}
+
+function parseRerank(value: string): number {
+  const k = Number(value);
+  if (!/^\d{1,3}$/.test(value) || k > MAX_RERANK_CANDIDATES) {
+    throw new InvalidArgumentError(
+      `the candidate count must be a whole number from 0 to ${MAX_RERANK_CANDIDATES}.`,
+    );
   }
   return k;
 }
@@ -163,6 +174,11 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
       'alpha-query expansion with k neighbours, 0..10 (default: OMPF_QUERY_EXPANSION or 0)',
       parseQe,
     )
+    .option(
+      '--rerank <k>',
+      `k-reciprocal re-ranking of the first k candidates, 0..${MAX_RERANK_CANDIDATES} (default: OMPF_RERANK or ${DEFAULT_RERANK_CANDIDATES}; 0 = off)`,
+      parseRerank,
+    )
     .addOption(metricOption())
     .action(
       run(
@@ -174,6 +190,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
             n: number;
             prefix?: string;
             qe?: number;
+            rerank?: number;
             metric: DistanceMetric;
           },
         ) => {
@@ -191,6 +208,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
               metric: options.metric,
               keyPrefix: options.prefix,
               queryExpansion: options.qe,
+              rerank: options.rerank,
             };
             const hits = query
               ? await engine.search.searchByImage(query, searchOptions)
@@ -246,6 +264,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): {
                   transform: { flip: cfg.flip, power: cfg.power },
                   dba: cfg.dba,
                   queryExpansion: cfg.queryExpansion,
+                  rerank: rerankWith(cfg.rerank),
                   metric: options.metric,
                 },
               ]
@@ -525,10 +544,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 /** The settings `ompf eval` measures without --compare, in words. */
 function describeConfigured(cfg: Config, metric: DistanceMetric): string {
   const parts = [
+    cfg.framing !== 'crop' ? `${cfg.framing} framing` : 'centre crop',
+    cfg.gemPower > 0 ? `GeM p=${cfg.gemPower}` : 'average pooling',
     cfg.flip ? 'mirror averaging' : undefined,
     cfg.power !== 1 ? `power ${cfg.power}` : undefined,
     cfg.dba > 0 ? `DBA k=${cfg.dba}` : undefined,
     cfg.queryExpansion > 0 ? `QE k=${cfg.queryExpansion}` : undefined,
+    cfg.rerank > 0 ? `k-reciprocal re-ranking of ${cfg.rerank}` : undefined,
   ].filter((part): part is string => part !== undefined);
   return `as configured: ${parts.length > 0 ? parts.join(', ') : 'plain embedding'}, ${metric}`;
 }

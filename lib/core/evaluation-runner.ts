@@ -10,6 +10,7 @@ import type { GalleryItem } from './indexing';
 import { project, type PcaProjection } from './pca';
 import type { Embedder, ImagePreprocessor, PreparedImage, VectorStore } from './ports';
 import { databaseAugment, expandQuery, mirror, TransformingEmbedder } from './retrieval';
+import { rerankNeighbours } from './search';
 import { dot } from './vectors';
 
 export interface LabelledItem {
@@ -127,6 +128,14 @@ async function measureLatency(
           neighbours.filter((v): v is Float32Array => v !== undefined),
         );
         hits = await store.nearest({ vector: query, limit: 10, metric: config.metric });
+      }
+      if (config.rerank.candidates > 0) {
+        const candidates = await store.nearest({
+          vector: query,
+          limit: config.rerank.candidates,
+          metric: config.metric,
+        });
+        hits = (await rerankNeighbours(store, query, candidates)).slice(0, 10);
       }
       timings.push(performance.now() - began);
     }

@@ -1,5 +1,6 @@
 import { learnPca, project, type PcaProjection } from './pca';
 import type { DistanceMetric } from './ports';
+import { NO_RERANK, rerankOrder, rerankWith, type RerankParameters } from './reranking';
 import {
   databaseAugment,
   expandQuery,
@@ -40,6 +41,8 @@ export interface EvalConfig {
   /** PCA to this many dimensions, learned from the gallery; 0 = off. */
   readonly pcaDimensions: number;
   readonly pcaWhiten: boolean;
+  /** k-reciprocal re-ranking of the first candidates (candidates 0 = off). */
+  readonly rerank: RerankParameters;
 }
 
 const base: Omit<EvalConfig, 'name' | 'description'> = {
@@ -49,6 +52,7 @@ const base: Omit<EvalConfig, 'name' | 'description'> = {
   dba: 0,
   pcaDimensions: 0,
   pcaWhiten: false,
+  rerank: NO_RERANK,
 };
 
 /**
@@ -75,7 +79,27 @@ export const EVAL_CONFIGS: readonly EvalConfig[] = [
   { ...base, name: 'pcaw256', description: 'PCA-whitening to 256-d', pcaDimensions: 256, pcaWhiten: true },
   { ...base, name: 'qe1', description: 'alpha-query expansion, k=1, alpha=3', queryExpansion: 1 },
   { ...base, name: 'qe3', description: 'alpha-query expansion, k=3, alpha=3', queryExpansion: 3 },
-  { ...base, name: 'dba3', description: 'database-side augmentation, k=3, alpha=3 (default)', dba: 3 },
+  { ...base, name: 'dba3', description: 'database-side augmentation, k=3, alpha=3', dba: 3 },
+  {
+    ...base,
+    name: 'kr100',
+    description: 'k-reciprocal re-ranking of the first 100 (k1 20, k2 6, lambda 0.8)',
+    rerank: rerankWith(100),
+  },
+  {
+    ...base,
+    name: 'dba3+kr100',
+    description: 'DBA k=3 and k-reciprocal re-ranking of the first 100 (default)',
+    dba: 3,
+    rerank: rerankWith(100),
+  },
+  {
+    ...base,
+    name: 'dba3+kr200',
+    description: 'DBA k=3 and k-reciprocal re-ranking of the first 200',
+    dba: 3,
+    rerank: rerankWith(200),
+  },
   { ...base, name: 'dba3+qe3', description: 'DBA k=3 and QE k=3', dba: 3, queryExpansion: 3 },
   {
     ...base,
@@ -130,7 +154,7 @@ export function configureVectors(
 export function leaveOneOut(
   vectors: readonly Float32Array[],
   labels: readonly string[],
-  config: Pick<EvalConfig, 'queryExpansion' | 'dba'>,
+  config: Pick<EvalConfig, 'queryExpansion' | 'dba'> & { readonly rerank?: RerankParameters },
 ): RetrievalMetrics {
   const n = vectors.length;
   const similarity = crossSimilarity(vectors, vectors);
@@ -146,6 +170,10 @@ export function leaveOneOut(
   const augmented = config.dba > 0 ? vectors.map((_, j) => augment(j, -1)) : vectors;
   // query-to-database similarities; with DBA, rows whose augmentation used the query are fixed up per query
   const scores = config.dba > 0 ? crossSimilarity(vectors, augmented) : similarity;
+  const rerank = config.rerank ?? NO_RERANK;
+  // Candidate-to-candidate similarities: between the vectors the store ranks by.
+  const between =
+    rerank.candidates > 0 && config.dba > 0 ? crossSimilarity(augmented, augmented) : similarity;
   const usedBy = Array.from({ length: n }, () => [] as number[]);
   neighbourLists.forEach((list, j) => list.slice(0, config.dba).forEach((i) => usedBy[i]!.push(j)));
 
@@ -163,6 +191,22 @@ export function leaveOneOut(
       const query = expandQuery(vectors[q]!, order.slice(0, config.queryExpansion).map(database));
       for (let j = 0; j < n; j++) row[j] = dot(query, database(j));
       order = rankRow(row, q);
+    }
+    if (rerank.candidates > 0) {
+      const pool = order.slice(0, rerank.candidates);
+      const size = pool.length + 1;
+      const matrix = new Float32Array(size * size);
+      pool.forEach((c, a) => {
+        matrix[a + 1] = matrix[(a + 1) * size] = row[c]!;
+        pool.forEach((d, b) => {
+          const fixedC = fixed.get(c);
+          const fixedD = fixed.get(d);
+          matrix[(a + 1) * size + b + 1] = fixedC || fixedD ? dot(database(c), database(d)) : between[c]![d]!;
+        });
+      });
+      matrix[0] = 1;
+      const reranked = rerankOrder(matrix, size, rerank).map((i) => pool[i]!);
+      order = [...reranked, ...order.slice(pool.length)];
     }
     rankings.push(order.map((j) => labels[j] === labels[q]));
     relevant.push((classSizes.get(labels[q]!) ?? 1) - 1);

@@ -10,7 +10,24 @@ export interface PreprocessSpec {
   /** Per-channel mean and std in RGB order, applied after scaling to [0,1]. */
   readonly mean: readonly [number, number, number];
   readonly std: readonly [number, number, number];
+  /**
+   * How the picture becomes the network's square input: 'crop' (default) resizes the shorter side to
+   * resizeShorterTo and cuts the centre cropSize square; 'squash' resizes the whole picture to
+   * cropSize x cropSize, aspect not kept, so nothing is cut off and batches stay one shape; 'whole'
+   * resizes the shorter side to cropSize and keeps the whole picture, aspect kept (tensors of any shape:
+   * the embedder batches equal shapes together).
+   */
+  readonly framing?: Framing;
 }
+
+export type Framing = 'crop' | 'squash' | 'whole';
+export const FRAMINGS: readonly Framing[] = ['crop', 'squash', 'whole'];
+
+/**
+ * 'whole' framing: the longer side is capped at this multiple of the shorter (cropSize) side; a longer
+ * panorama is squashed to it, so one picture cannot make a tensor of unbounded size.
+ */
+export const MAX_WHOLE_ASPECT = 4;
 
 /** One exact file (bytes and checksum) that is accepted as a model. */
 export interface AcceptedModelFile {
@@ -45,6 +62,11 @@ export interface ModelSpec {
   /** Embedding dimension; checked against the model at load. */
   readonly dimension: number;
   readonly preprocess: PreprocessSpec;
+  /**
+   * GeM pooling of the last convolutional map with this exponent instead of the model's own pooled
+   * output (absent or 0: the model's average pool). Set from configuration (describedSpec), not by files.
+   */
+  readonly gemPower?: number;
 }
 
 export const IMAGENET_PREPROCESS: PreprocessSpec = {

@@ -5,8 +5,10 @@
 
 /** An image decoded and preprocessed into the network's input layout. */
 export interface PreparedImage {
-  /** NCHW float32 for one image: 3 x crop x crop, normalised. */
+  /** NCHW float32 for one image: 3 x height x width (3 x crop x crop unless tensorShape says), normalised. */
   readonly tensor: Float32Array;
+  /** The tensor's height and width when it is not the model's square crop ('whole' framing). */
+  readonly tensorShape?: TensorShape | undefined;
   /** Size of the decoded image after EXIF orientation, before resizing. */
   readonly width: number;
   readonly height: number;
@@ -15,6 +17,11 @@ export interface PreparedImage {
    * on demand from the decoded pixels (no second decode): indexing asks for it, queries do not.
    */
   readonly perceptualHash?: (() => Promise<string>) | undefined;
+}
+
+export interface TensorShape {
+  readonly height: number;
+  readonly width: number;
 }
 
 export interface ImagePreprocessor {
@@ -221,6 +228,10 @@ export interface VectorStore {
    * Query expansion averages these, as `ompf eval` measures it.
    */
   getSearchedEmbedding(source: string, key: string): Promise<Float32Array | undefined>;
+  /** The searched vectors of many images in one read, in the order asked; undefined where none is stored. */
+  getSearchedEmbeddings(
+    refs: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<(Float32Array | undefined)[]>;
   /** Source(s) holding `key`, for queries by key that do not name a source. */
   findSources(key: string): Promise<string[]>;
   remove(source: string, keys: readonly string[]): Promise<number>;

@@ -1,4 +1,5 @@
 import { InvalidInputError } from './errors';
+import type { Framing } from './model-spec';
 import type { Embedder, PreparedImage } from './ports';
 import { dot, l2Normalise } from './vectors';
 
@@ -21,35 +22,51 @@ export interface EmbeddingTransform {
    * vectors, so the model id records it and a change takes the re-index path.
    */
   readonly dba?: number;
+  /**
+   * The descriptor: GeM pooling exponent (0 or absent = the model's average pool) and the framing
+   * (absent = 'crop'). The ONNX graph and the preprocessor apply them (describedSpec); they are here
+   * because the stored vectors depend on them, so the model id names them ('+whole+gem3').
+   */
+  readonly gem?: number;
+  readonly framing?: Framing;
 }
 
 export const PLAIN_EMBEDDING: EmbeddingTransform = { flip: false, power: 1 };
+
+/** The largest GeM exponent accepted (OMPF_GEM_POWER); the literature's values lie in 2..4. */
+export const MAX_GEM_POWER = 8;
 
 /** The most DBA neighbours a store may use (OMPF_DBA). */
 export const MAX_DBA_NEIGHBOURS = 10;
 
 /** The suffix recorded with every stored vector; '' for the plain embedding. */
 export function transformSuffix(transform: EmbeddingTransform): string {
-  return `${transform.flip ? '+flip' : ''}${transform.power !== 1 ? `+pow${transform.power}` : ''}${
+  const framing = transform.framing && transform.framing !== 'crop' ? `+${transform.framing}` : '';
+  const gem = transform.gem ? `+gem${transform.gem}` : '';
+  return `${framing}${gem}${transform.flip ? '+flip' : ''}${transform.power !== 1 ? `+pow${transform.power}` : ''}${
     transform.dba ? `+dba${transform.dba}` : ''
   }`;
 }
 
 /** The inverse of transformSuffix: undefined for a suffix it would not write. */
 export function parseTransformSuffix(suffix: string): EmbeddingTransform | undefined {
-  const match = /^(\+flip)?(?:\+pow([0-9.]+))?(?:\+dba(\d+))?$/.exec(suffix);
+  const match = /^(?:\+(squash|whole))?(?:\+gem([0-9.]+))?(\+flip)?(?:\+pow([0-9.]+))?(?:\+dba(\d+))?$/.exec(
+    suffix,
+  );
   if (!match) return undefined;
-  const transform = {
-    flip: match[1] !== undefined,
-    power: match[2] === undefined ? 1 : Number(match[2]),
-    dba: match[3] === undefined ? 0 : Number(match[3]),
+  const transform: EmbeddingTransform = {
+    framing: (match[1] as Framing | undefined) ?? 'crop',
+    gem: match[2] === undefined ? 0 : Number(match[2]),
+    flip: match[3] !== undefined,
+    power: match[4] === undefined ? 1 : Number(match[4]),
+    dba: match[5] === undefined ? 0 : Number(match[5]),
   };
   return transformSuffix(transform) === suffix ? transform : undefined;
 }
 
 /** A stored model id split into the model name and the transform suffix ('' when plain). */
 export function splitModelId(modelId: string): { model: string; transform: string } {
-  const at = modelId.search(/\+(flip|pow[0-9.]+|dba\d+)(\+|$)/);
+  const at = modelId.search(/\+(squash|whole|gem[0-9.]+|flip|pow[0-9.]+|dba\d+)(\+|$)/);
   return at < 0
     ? { model: modelId, transform: '' }
     : { model: modelId.slice(0, at), transform: modelId.slice(at) };
@@ -59,6 +76,12 @@ export function validateTransform(transform: EmbeddingTransform): EmbeddingTrans
   if (!(transform.power > 0 && transform.power <= 1)) {
     throw new InvalidInputError(
       `The power normalisation exponent must be in (0, 1]; got ${transform.power}.`,
+    );
+  }
+  const gem = transform.gem ?? 0;
+  if (gem !== 0 && !(gem >= 1 && gem <= MAX_GEM_POWER)) {
+    throw new InvalidInputError(
+      `The GeM exponent must be 0 (off) or from 1 to ${MAX_GEM_POWER}; got ${gem}.`,
     );
   }
   const dba = transform.dba ?? 0;
@@ -73,11 +96,12 @@ export function validateTransform(transform: EmbeddingTransform): EmbeddingTrans
 /** Mirror a preprocessed CHW tensor left-right (cheaper than decoding the image twice). */
 export function mirror(image: PreparedImage, cropSize: number): PreparedImage {
   const source = image.tensor;
+  const width = image.tensorShape?.width ?? cropSize;
   const mirrored = new Float32Array(source.length);
-  const rows = Math.floor(source.length / cropSize); // 3 channels x cropSize rows
+  const rows = Math.floor(source.length / width); // 3 channels x height rows
   for (let row = 0; row < rows; row++) {
-    const offset = row * cropSize;
-    for (let x = 0; x < cropSize; x++) mirrored[offset + x] = source[offset + cropSize - 1 - x]!;
+    const offset = row * width;
+    for (let x = 0; x < width; x++) mirrored[offset + x] = source[offset + width - 1 - x]!;
   }
   return { ...image, tensor: mirrored };
 }

@@ -1,5 +1,6 @@
 import { assertSameModel, InvalidInputError, NotFoundError } from './errors';
 import type { DistanceMetric, Embedder, ImagePreprocessor, Neighbour, VectorStore } from './ports';
+import { MAX_RERANK_CANDIDATES, rerankOrder, rerankWith, similarityMatrix } from './reranking';
 import { expandQuery } from './retrieval';
 
 export const MIN_RESULTS = 1;
@@ -15,6 +16,11 @@ export interface SearchOptions {
   readonly queryExpansion?: number | undefined;
   readonly metric?: DistanceMetric | undefined;
   readonly keyPrefix?: string | undefined;
+  /**
+   * k-reciprocal re-ranking of the first this-many candidates (0 = off, at most 500); the default is
+   * the service's (OMPF_RERANK). Reported distances stay each image's own; only the order changes.
+   */
+  readonly rerank?: number | undefined;
 }
 
 export interface SearchHit extends Neighbour {
@@ -33,6 +39,7 @@ interface ValidSearchOptions {
   readonly queryExpansion: number;
   readonly metric: DistanceMetric;
   readonly keyPrefix: string | undefined;
+  readonly rerank: number;
 }
 
 /** Validate before any work: a bad N or prefix never costs an embedding or a query. */
@@ -60,7 +67,14 @@ export function validateSearchOptions(options: SearchOptions): ValidSearchOption
     });
   }
   if (options.keyPrefix !== undefined) validateKey(options.keyPrefix, 'prefix', { allowEmpty: true });
-  return { limit, queryExpansion, metric, keyPrefix: options.keyPrefix || undefined };
+  const rerank = options.rerank ?? 0;
+  if (!Number.isInteger(rerank) || rerank < 0 || rerank > MAX_RERANK_CANDIDATES) {
+    throw new InvalidInputError(
+      `Re-ranking takes 0 (off) to ${MAX_RERANK_CANDIDATES} candidates; got ${String(rerank)}.`,
+      { hint: 'Pass rerank=0 to turn it off, or a candidate count such as 100.', context: { rerank } },
+    );
+  }
+  return { limit, queryExpansion, metric, keyPrefix: options.keyPrefix || undefined, rerank };
 }
 
 export function validateKey(key: string, what = 'key', { allowEmpty = false } = {}): void {
@@ -82,7 +96,9 @@ export class SearchService {
     private readonly embedder: Embedder,
     private readonly preprocessor: ImagePreprocessor,
     /** Applied when a request does not say (OMPF_QUERY_EXPANSION). */
-    private readonly defaults: { readonly queryExpansion: number } = { queryExpansion: 0 },
+    private readonly defaults: { readonly queryExpansion: number; readonly rerank?: number } = {
+      queryExpansion: 0,
+    },
   ) {
     assertSameModel(
       store.modelId,
@@ -125,7 +141,11 @@ export class SearchService {
   }
 
   private withDefaults(options: SearchOptions): SearchOptions {
-    return { ...options, queryExpansion: options.queryExpansion ?? this.defaults.queryExpansion };
+    return {
+      ...options,
+      queryExpansion: options.queryExpansion ?? this.defaults.queryExpansion,
+      rerank: options.rerank ?? this.defaults.rerank ?? 0,
+    };
   }
 
   private async nearest(
@@ -133,11 +153,12 @@ export class SearchService {
     options: ValidSearchOptions,
     exclude: { source: string; key: string } | undefined,
   ): Promise<SearchHit[]> {
-    const query = { ...options, exclude };
+    const query = { ...options, exclude, limit: Math.max(options.limit, options.rerank) };
+    let searched = vector;
     let neighbours = await this.store.nearest({
       ...query,
       vector,
-      limit: Math.max(options.limit, options.queryExpansion),
+      limit: Math.max(query.limit, options.queryExpansion),
     });
     if (options.queryExpansion > 0 && neighbours.length > 0) {
       const expandWith = await Promise.all(
@@ -149,11 +170,34 @@ export class SearchService {
         vector,
         expandWith.filter((v): v is Float32Array => v !== undefined),
       );
+      searched = expanded;
       neighbours = await this.store.nearest({ ...query, vector: expanded });
+    }
+    if (options.rerank > 0 && neighbours.length > 1) {
+      neighbours = await rerankNeighbours(this.store, searched, neighbours.slice(0, options.rerank));
     }
     neighbours = promoteExactCopies(neighbours, options.metric).slice(0, options.limit);
     return neighbours.map((n) => ({ ...n, score: scoreOf(n.distance, options.metric) }));
   }
+}
+
+/**
+ * The candidates in k-reciprocal order (lib/core/reranking.ts), compared through the vectors the store
+ * ranks by (augmented with DBA on), as `ompf eval` measures it. A candidate deleted meanwhile drops out.
+ */
+export async function rerankNeighbours<T extends Neighbour>(
+  store: Pick<VectorStore, 'getSearchedEmbeddings'>,
+  query: Float32Array,
+  candidates: readonly T[],
+): Promise<T[]> {
+  const vectors = await store.getSearchedEmbeddings(candidates);
+  const kept = candidates.flatMap((candidate, i) => {
+    const stored = vectors[i];
+    return stored ? [{ candidate, vector: stored }] : [];
+  });
+  const points = [query, ...kept.map((k) => k.vector)];
+  const order = rerankOrder(similarityMatrix(points), points.length, rerankWith(kept.length));
+  return order.map((i) => kept[i]!.candidate);
 }
 
 /**

@@ -23,6 +23,7 @@ export function buildOmpfApp(app: App): OmpfStack {
   const config = {
     ...parsed,
     embedding: {
+      ...parsed.embedding,
       dba: dba === undefined ? parsed.embedding.dba : Number(dba),
       flip: flip === undefined ? parsed.embedding.flip : flip === 'true',
     },

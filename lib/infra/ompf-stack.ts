@@ -225,6 +225,10 @@ export class OmpfStack extends Stack {
       // The embedding transform, part of the stored model id (a change builds a new index).
       OMPF_DBA: String(config.embedding.dba),
       OMPF_FLIP: config.embedding.flip ? '1' : '0',
+      OMPF_POOLING: config.embedding.gemPower > 0 ? 'gem' : 'average',
+      ...(config.embedding.gemPower > 0 ? { OMPF_GEM_POWER: String(config.embedding.gemPower) } : {}),
+      OMPF_FRAMING: config.embedding.framing,
+      OMPF_RERANK: String(config.embedding.rerank),
       // The RDS certificate authorities, so TLS to the database is verified (sslmode=verify-full).
       NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
       POWERTOOLS_SERVICE_NAME: `ompf-${stage}`,
@@ -431,7 +435,13 @@ export class OmpfStack extends Stack {
       properties: {
         migrations: migrationsHash(),
         model: model.id,
-        index: `${model.id}${transformSuffix({ flip: config.embedding.flip, power: 1, dba: config.embedding.dba })}`,
+        index: `${model.id}${transformSuffix({
+          framing: config.embedding.framing,
+          gem: config.embedding.gemPower,
+          flip: config.embedding.flip,
+          power: 1,
+          dba: config.embedding.dba,
+        })}`,
       },
     });
     schema.node.addDependency(this.database);

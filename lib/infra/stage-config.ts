@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { DEFAULT_RERANK_CANDIDATES, MAX_RERANK_CANDIDATES } from '../core/reranking';
+import { MAX_GEM_POWER } from '../core/retrieval';
 
 /**
  * Per-stage settings, kept in cdk.json under context "ompf:stages" and picked with `-c stage=NAME`.
@@ -48,11 +50,25 @@ const stageSchema = z.strictObject({
   previousModel: z.string().min(1).optional(),
   /**
    * The embedding transform (the stored model id records it: a change re-indexes the stage, beside
-   * the index that keeps answering queries). Context `-c dba=N` / `-c flip=true` override it.
+   * the index that keeps answering queries). Context `-c dba=N` / `-c flip=true` override it. The
+   * descriptor (gemPower 0 = the model's average pool; framing) is part of it too; `rerank` (query time,
+   * candidates re-ranked, 0 = off) is not, and changes no index.
    */
   embedding: z
-    .strictObject({ dba: z.number().int().min(0).max(10).default(3), flip: z.boolean().default(false) })
-    .default({ dba: 3, flip: false }),
+    .strictObject({
+      dba: z.number().int().min(0).max(10).default(3),
+      flip: z.boolean().default(false),
+      gemPower: z.number().min(0).max(MAX_GEM_POWER).default(3),
+      framing: z.enum(['crop', 'squash', 'whole']).default('whole'),
+      rerank: z.number().int().min(0).max(MAX_RERANK_CANDIDATES).default(DEFAULT_RERANK_CANDIDATES),
+    })
+    .default({
+      dba: 3,
+      flip: false,
+      gemPower: 3,
+      framing: 'whole',
+      rerank: DEFAULT_RERANK_CANDIDATES,
+    }),
   /** X-Ray tracing of the functions and the API stage (adds an X-Ray VPC endpoint). */
   tracing: z.boolean().default(false),
   operations: z

@@ -176,6 +176,7 @@ export function queryApiProvider(
     return {
       search: new SearchService(timedStore(store, metrics), embedder, preprocessor, {
         queryExpansion: config.base.queryExpansion,
+        rerank: config.base.rerank,
       }),
       modelId: store.modelId,
       source: config.bucket,

@@ -5,7 +5,9 @@ import { z } from 'zod';
 import { DEFAULT_MODEL_BASE_URL } from '../adapters/models/model-registry';
 import { BINARY_MIN_ROWS, BINARY_OVERSAMPLING } from '../adapters/store/pg-vector-store';
 import { ConfigError } from '../core/errors';
-import { MAX_DBA_NEIGHBOURS } from '../core/retrieval';
+import { FRAMINGS, type Framing } from '../core/model-spec';
+import { DEFAULT_RERANK_CANDIDATES, MAX_RERANK_CANDIDATES } from '../core/reranking';
+import { MAX_DBA_NEIGHBOURS, MAX_GEM_POWER } from '../core/retrieval';
 
 const paths = envPaths('ompf', { suffix: '' });
 
@@ -45,6 +47,10 @@ const envSchema = z.object({
   OMPF_POWER: z.coerce.number().gt(0).max(1).default(1),
   OMPF_QUERY_EXPANSION: integer(0, 10).default(0),
   OMPF_DBA: integer(0, MAX_DBA_NEIGHBOURS).default(3),
+  OMPF_POOLING: z.enum(['average', 'gem']).default('gem'),
+  OMPF_GEM_POWER: z.coerce.number().min(1).max(MAX_GEM_POWER).default(3),
+  OMPF_FRAMING: z.enum(FRAMINGS as [Framing, ...Framing[]]).default('whole'),
+  OMPF_RERANK: integer(0, MAX_RERANK_CANDIDATES).default(DEFAULT_RERANK_CANDIDATES),
   OMPF_INDEX_BUILD_MEMORY: z
     .string()
     .regex(/^\d+(kB|MB|GB)$/, "a PostgreSQL memory size such as '512MB'")
@@ -88,6 +94,15 @@ export interface Config {
    * '+dba3'; changing it means re-indexing); 0 = off.
    */
   readonly dba: number;
+  /**
+   * The descriptor (part of the stored model id, '+whole+gem3'; changing it means re-indexing): GeM
+   * pooling with this exponent of the last convolutional map (0 = the model's own average pool) and how
+   * the picture is framed for the network.
+   */
+  readonly gemPower: number;
+  readonly framing: Framing;
+  /** Default k-reciprocal re-ranking of the first N candidates of a search (query time); 0 = off. */
+  readonly rerank: number;
 }
 
 /**
@@ -140,6 +155,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     power: e.OMPF_POWER,
     queryExpansion: e.OMPF_QUERY_EXPANSION,
     dba: e.OMPF_DBA,
+    gemPower: e.OMPF_POOLING === 'gem' ? e.OMPF_GEM_POWER : 0,
+    framing: e.OMPF_FRAMING,
+    rerank: e.OMPF_RERANK,
   };
   const defined = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return { ...config, ...defined };

@@ -1,5 +1,6 @@
 import { threadsPerIndexWorker, type Config } from './config';
 import {
+  describedSpec,
   oncePerProcess,
   productEmbedder,
   productPreprocessor,
@@ -50,14 +51,26 @@ export function localEmbedder(spec: ModelSpec, config: Config): Promise<Embedder
   if (config.indexWorkers === 0) return sharedEmbedder(spec, config);
   return oncePerProcess(
     pooledEmbedders,
-    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}\u0000${config.indexWorkers}`,
+    [
+      spec.id,
+      spec.file,
+      config.threads,
+      config.batchSize,
+      config.indexWorkers,
+      config.gemPower,
+      config.framing,
+    ].join('\u0000'),
     async () =>
       new PooledOnnxEmbedder(await sharedEmbedder(spec, config), () =>
-        OnnxWorkerPool.start(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
-          workers: config.indexWorkers,
-          threadsPerWorker: threadsPerIndexWorker(config.indexWorkers),
-          batchSize: config.batchSize,
-        }),
+        OnnxWorkerPool.start(
+          describedSpec(spec, config),
+          readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl),
+          {
+            workers: config.indexWorkers,
+            threadsPerWorker: threadsPerIndexWorker(config.indexWorkers),
+            batchSize: config.batchSize,
+          },
+        ),
       ),
   );
 }
@@ -114,7 +127,10 @@ export async function openLocalEngine(config: Config, options: OpenOptions = {})
     store,
     embedder,
     preprocessor,
-    search: new SearchService(store, embedder, preprocessor, { queryExpansion: config.queryExpansion }),
+    search: new SearchService(store, embedder, preprocessor, {
+      queryExpansion: config.queryExpansion,
+      rerank: config.rerank,
+    }),
     indexing: new IndexingService(store, embedder, preprocessor, { batchSize: config.batchSize }),
     close: () => store.close(),
   };

@@ -5,9 +5,9 @@ import type { ModelSpec } from '../core/model-spec';
 import type { Embedder } from '../core/ports';
 import { TransformingEmbedder } from '../core/retrieval';
 import type { Config } from './config';
-import { productTransform } from './store-identity';
+import { describedSpec, productTransform } from './store-identity';
 
-export { productTransform, storedModelId, storeOptions } from './store-identity';
+export { describedSpec, productTransform, storedModelId, storeOptions } from './store-identity';
 
 /**
  * What every runtime builds the same way, so the CLI, the local server and the Lambdas embed, store and
@@ -34,10 +34,13 @@ export function oncePerProcess<T>(
 const embedders = new Map<string, Promise<OnnxEmbedder>>();
 
 /** One onnxruntime session per model per process: creating one costs hundreds of milliseconds. */
-export function sharedEmbedder(spec: ModelSpec, config: Config): Promise<OnnxEmbedder> {
+export function sharedEmbedder(model: ModelSpec, config: Config): Promise<OnnxEmbedder> {
+  const spec = describedSpec(model, config);
   return oncePerProcess(
     embedders,
-    `${spec.id}\u0000${spec.file}\u0000${config.threads}\u0000${config.batchSize}`,
+    [spec.id, spec.file, config.threads, config.batchSize, spec.gemPower, spec.preprocess.framing].join(
+      '\u0000',
+    ),
     () =>
       OnnxEmbedder.load(spec, readVerifiedModel(spec, config.modelsDir, config.modelBaseUrl), {
         threads: config.threads,
@@ -53,7 +56,7 @@ export function productEmbedder(base: Embedder, spec: ModelSpec, config: Config)
 
 /** The decoder every runtime uses, with the configured size and decompression-bomb limits. */
 export function productPreprocessor(spec: ModelSpec, config: Config): SharpImagePreprocessor {
-  return new SharpImagePreprocessor(spec.preprocess, {
+  return new SharpImagePreprocessor(describedSpec(spec, config).preprocess, {
     maxBytes: config.maxImageBytes,
     maxPixels: config.maxPixels,
   });

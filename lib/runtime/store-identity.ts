@@ -13,12 +13,30 @@ import type { Config } from './config';
  * so the CLI, the local server and the Lambdas record the same model id.
  */
 export function productTransform(config: Config): EmbeddingTransform {
-  return { flip: config.flip, power: config.power, dba: config.dba };
+  return {
+    framing: config.framing,
+    gem: config.gemPower,
+    flip: config.flip,
+    power: config.power,
+    dba: config.dba,
+  };
 }
 
 /** The id stored with every vector: the model plus the transform that produced it ('+dba3' by default). */
 export function storedModelId(spec: ModelSpec, config: Config): string {
   return `${spec.id}${transformSuffix(productTransform(config))}`;
+}
+
+/**
+ * The model spec with the configured descriptor applied (GeM exponent, framing): what the ONNX session,
+ * the embedding workers and the preprocessor are built from, so all of them agree with the model id.
+ */
+export function describedSpec(spec: ModelSpec, config: Config): ModelSpec {
+  return {
+    ...spec,
+    gemPower: config.gemPower,
+    preprocess: { ...spec.preprocess, framing: config.framing },
+  };
 }
 
 export function storeOptions(spec: ModelSpec, config: Config): StoreOptions {

@@ -39,8 +39,7 @@ export async function checkIndex(
   driver: DriverRecord,
 ): Promise<{ objects: number; rows: number; failures: number; mismatches: string[] }> {
   const { resolveModelSpec } = await import('../adapters/models/model-registry');
-  const { productEmbedder, sharedEmbedder } = await import('../runtime/product');
-  const { SharpImagePreprocessor } = await import('../adapters/image/sharp-preprocessor');
+  const { productEmbedder, productPreprocessor, sharedEmbedder } = await import('../runtime/product');
   const { admin, bucket, store } = target;
   const { present, corruptHashes, deadLetters, poisonIds } = driver;
   const mismatches: string[] = [];
@@ -66,10 +65,7 @@ export async function checkIndex(
   const spec = resolveModelSpec(MODEL);
   const config = target.config;
   const embedder = productEmbedder(await sharedEmbedder(spec, config), spec, config);
-  const preprocessor = new SharpImagePreprocessor(spec.preprocess, {
-    maxBytes: config.maxImageBytes,
-    maxPixels: config.maxPixels,
-  });
+  const preprocessor = productPreprocessor(spec, config);
   for (const key of rows) {
     if (!objects.has(key)) mismatches.push(`row for deleted object '${key}'`);
   }

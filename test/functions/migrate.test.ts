@@ -65,7 +65,7 @@ describe.each(engines('ompf_migrate_fn'))('migrate step on $name', (engine) => {
         applied: '1,2,3,4,5,6,7',
         pgvector: expect.stringMatching(/^0\.8\.\d+$/),
         // The stage's first index: registered as active in the control schema's catalogue.
-        indexModel: 'mobilenetv2-int8+dba3',
+        indexModel: 'mobilenetv2-int8+whole+gem3+dba3',
         indexState: 'active',
       },
     });

@@ -243,12 +243,12 @@ describe('Ompf stack (dev)', () => {
     expect(schema!.Properties).toMatchObject({
       migrations: expect.stringMatching(/^[0-9a-f]{64}$/),
       model: 'mobilenetv2-int8',
-      index: 'mobilenetv2-int8+dba3',
+      index: 'mobilenetv2-int8+whole+gem3+dba3',
     });
     // A transform change alone changes the resource, so CloudFormation runs the schema step (a new index).
     const changed = synthStage('dev', { dba: '0' }).template.toJSON().Resources as Resources;
     const [again] = Object.values(changed).filter((r) => r.Type === 'AWS::CloudFormation::CustomResource');
-    expect(again!.Properties.index).toBe('mobilenetv2-int8');
+    expect(again!.Properties.index).toBe('mobilenetv2-int8+whole+gem3');
     const variables = Object.values(changed)
       .filter((r) => r.Type === 'AWS::Lambda::Function')
       .map(

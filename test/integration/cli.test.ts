@@ -178,7 +178,9 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
   it('treats a change of embedding transform like a change of model', async () => {
     const result = await ompf(['search', '--key', 'dolphin/2.jpg'], { ...env, OMPF_FLIP: '1' });
     expect(result.code).toBe(75);
-    expect(result.stderr).toMatch(/configured model is 'mobilenetv2-int8' with transform '\+flip\+dba3'/);
+    expect(result.stderr).toMatch(
+      /configured model is 'mobilenetv2-int8' with transform '\+whole\+gem3\+flip\+dba3'/,
+    );
   });
 
   it('prints a readable table by default', async () => {

@@ -422,7 +422,7 @@ describe('the query path', () => {
     // Assess
     expect(reply.status).toBe(200);
     const body = json(reply.body) as { model: string; hits: { key: string; url: string }[] };
-    expect(body.model).toBe('mobilenetv2-int8+dba3');
+    expect(body.model).toBe('mobilenetv2-int8+whole+gem3+dba3');
     expect(body.hits[0]!.key).toBe('leopards/spotted cat 1.jpg');
     expect(body.hits[0]!.url).toContain(cloud.s3.endpoint);
   });

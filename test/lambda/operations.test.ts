@@ -213,26 +213,26 @@ describe('dead letters', () => {
 describe('re-index without downtime', () => {
   it('a transform change builds a new index beside the old one, which answers queries until the new one takes over', async () => {
     const before = await indexedKeys();
-    expect(await searchModel(photos[0]!)).toBe('mobilenetv2-int8+dba3');
+    expect(await searchModel(photos[0]!)).toBe('mobilenetv2-int8+whole+gem3+dba3');
 
     // Act: deploy the stage with another transform (DBA off), in the middle of traffic.
     const out = await synth({ dba: '0' });
     const deployed = await cloud.redeploy(out);
     expect(deployed.error).toBeUndefined();
     expect(deployed.payload).toMatchObject({
-      Data: { indexModel: 'mobilenetv2-int8', indexState: 'building' },
+      Data: { indexModel: 'mobilenetv2-int8+whole+gem3', indexState: 'building' },
     });
     await cloud.put('live/new.jpg', photos[7]!);
     await cloud.remove('cats/0.jpg');
     await cloud.drain();
     // The old index keeps answering, and saw the deletion; the new upload waits for the new index.
-    expect(await searchModel(photos[1]!)).toBe('mobilenetv2-int8+dba3');
+    expect(await searchModel(photos[1]!)).toBe('mobilenetv2-int8+whole+gem3+dba3');
     expect((await indexedKeys()).has('cats/0.jpg')).toBe(false);
 
     const status = await cli('status', '--stage', 'dev');
     expect(status.json).toMatchObject({
-      model: 'mobilenetv2-int8+dba3',
-      reindex: { state: 'building', to: 'mobilenetv2-int8' },
+      model: 'mobilenetv2-int8+whole+gem3+dba3',
+      reindex: { state: 'building', to: 'mobilenetv2-int8+whole+gem3' },
     });
 
     // The follow-up schedule fills the new index; queries are answered from the old one meanwhile.
@@ -240,13 +240,13 @@ describe('re-index without downtime', () => {
     expect(fill.error).toBeUndefined();
     expect(fill.payload).toMatchObject({ index: 'building', switched: false });
     await cloud.drain();
-    expect(await searchModel(photos[2]!)).toBe('mobilenetv2-int8+dba3');
+    expect(await searchModel(photos[2]!)).toBe('mobilenetv2-int8+whole+gem3+dba3');
     const caughtUp = await cloud.operate({ action: 'reconcile', trigger: 'follow-up' });
     expect(caughtUp.payload).toMatchObject({ index: 'building', counts: { enqueued: 0 }, switched: true });
 
     // Assess: the new index answers (once the query containers' catalogue copy expires), with every image.
     await new Promise((done) => setTimeout(done, 5_500));
-    expect(await searchModel(photos[3]!)).toBe('mobilenetv2-int8');
+    expect(await searchModel(photos[3]!)).toBe('mobilenetv2-int8+whole+gem3');
     const [entry] = (
       await db.query<{ schema_name: string }>("SELECT schema_name FROM ompf_indexes WHERE state = 'active'")
     ).rows;
@@ -256,12 +256,14 @@ describe('re-index without downtime', () => {
     // The old index is dropped by maintenance once its grace period is over (simulated here).
     await db.query("UPDATE ompf_indexes SET retired_at = now() - interval '1 hour' WHERE state = 'retired'");
     const maintained = await cloud.functions.migrate.invoke({ action: 'maintain' });
-    expect(maintained.payload).toMatchObject({ Data: { droppedIndexes: 'mobilenetv2-int8+dba3' } });
+    expect(maintained.payload).toMatchObject({
+      Data: { droppedIndexes: 'mobilenetv2-int8+whole+gem3+dba3' },
+    });
     const [{ present }] = (
       await db.query<{ present: boolean }>("SELECT to_regclass('public.images') IS NOT NULL AS present")
     ).rows as [{ present: boolean }];
     expect(present).toBe(false);
-    expect(await searchModel(photos[4]!)).toBe('mobilenetv2-int8');
+    expect(await searchModel(photos[4]!)).toBe('mobilenetv2-int8+whole+gem3');
   }, 600_000);
 });
 

@@ -19,6 +19,12 @@ describe('configuration is validated once, every bad value reported together', (
     ['OMPF_BINARY_OVERSAMPLING', '101'],
     ['OMPF_MODEL_BASE_URL', 'huggingface.co/onnxmodelzoo'],
     ['OMPF_MODEL_BASE_URL', 'ftp://mirror.example/models'],
+    ['OMPF_POOLING', 'max'],
+    ['OMPF_GEM_POWER', '0.5'],
+    ['OMPF_GEM_POWER', '9'],
+    ['OMPF_FRAMING', 'portrait'],
+    ['OMPF_RERANK', '501'],
+    ['OMPF_RERANK', '-1'],
   ])('refuses %s=%s', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(name));
@@ -29,6 +35,18 @@ describe('configuration is validated once, every bad value reported together', (
       loadConfig({ OMPF_MAX_PIXELS: 'NaN', OMPF_POWER: 'Infinity', OMPF_FLIP: 'yes', OMPF_MODEL: '' });
     expect(attempt).toThrow(/OMPF_MAX_PIXELS.*OMPF_FLIP.*OMPF_POWER|OMPF_MAX_PIXELS.*OMPF_POWER.*OMPF_FLIP/);
     expect(loadConfig({ OMPF_MODEL: '' }).model).toBe('resnet50');
+  });
+
+  it('names the descriptor in the stored model id, and keeps re-ranking (query time) out of it', () => {
+    const spec = resolveModelSpec('mobilenetv2-int8');
+    expect(storedModelId(spec, loadConfig({ OMPF_FRAMING: 'crop', OMPF_POOLING: 'average' }))).toBe(
+      'mobilenetv2-int8+dba3',
+    );
+    expect(storedModelId(spec, loadConfig({ OMPF_GEM_POWER: '4', OMPF_FRAMING: 'squash' }))).toBe(
+      'mobilenetv2-int8+squash+gem4+dba3',
+    );
+    expect(storedModelId(spec, loadConfig({ OMPF_RERANK: '0' }))).toBe(storedModelId(spec, loadConfig({})));
+    expect(loadConfig({}).rerank).toBe(100);
   });
 
   it('downloads built-in models from the Hugging Face onnxmodelzoo organisation unless told otherwise', () => {
@@ -42,12 +60,15 @@ describe('configuration is validated once, every bad value reported together', (
     expect(loadConfig({}).dba).toBe(3);
     expect(loadConfig({ OMPF_DBA: '0' }).dba).toBe(0);
     const spec = resolveModelSpec('mobilenetv2-int8');
-    expect(storedModelId(spec, loadConfig({}))).toBe('mobilenetv2-int8+dba3');
-    expect(storedModelId(spec, loadConfig({ OMPF_DBA: '0' }))).toBe('mobilenetv2-int8');
+    expect(storedModelId(spec, loadConfig({}))).toBe('mobilenetv2-int8+whole+gem3+dba3');
+    expect(storedModelId(spec, loadConfig({ OMPF_DBA: '0' }))).toBe('mobilenetv2-int8+whole+gem3');
     expect(storedModelId(spec, loadConfig({ OMPF_FLIP: '1', OMPF_DBA: '5' }))).toBe(
-      'mobilenetv2-int8+flip+dba5',
+      'mobilenetv2-int8+whole+gem3+flip+dba5',
     );
-    expect(storeOptions(spec, loadConfig({}))).toMatchObject({ modelId: 'mobilenetv2-int8+dba3', dba: 3 });
+    expect(storeOptions(spec, loadConfig({}))).toMatchObject({
+      modelId: 'mobilenetv2-int8+whole+gem3+dba3',
+      dba: 3,
+    });
   });
 
   it('passes the binary oversampling to the store: 6 per result by default, at least 64 candidates', () => {

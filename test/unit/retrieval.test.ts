@@ -8,7 +8,9 @@ import { learnPca, project } from '../../lib/core/pca';
 import {
   expandQuery,
   mirror,
+  parseTransformSuffix,
   PLAIN_EMBEDDING,
+  splitModelId,
   TransformingEmbedder,
   transformSuffix,
 } from '../../lib/core/retrieval';
@@ -158,5 +160,77 @@ describe('leaveOneOut', () => {
     const pca = EVAL_CONFIGS.find((c) => c.name === 'pca256')!;
     expect(() => configureVectors(pca, vectors, undefined)).toThrow(/Cannot learn 256 components/);
     expect(configureVectors(flip, vectors, vectors).vectors[0]).toEqual(vectors[0]);
+  });
+});
+
+describe('the descriptor in the model id', () => {
+  it('round-trips framing, GeM and the transform, and splits the id after the model name', () => {
+    // Arrange
+    const transform = { framing: 'whole', gem: 3, flip: false, power: 1, dba: 3 } as const;
+    // Act
+    const suffix = transformSuffix(transform);
+    // Assess
+    expect(suffix).toBe('+whole+gem3+dba3');
+    expect(parseTransformSuffix(suffix)).toEqual(transform);
+    expect(parseTransformSuffix('+gem3+whole')).toBeUndefined();
+    expect(splitModelId('mobilenetv2-int8+whole+gem3+dba3')).toEqual({
+      model: 'mobilenetv2-int8',
+      transform: '+whole+gem3+dba3',
+    });
+    expect(transformSuffix({ framing: 'crop', gem: 0, flip: false, power: 1, dba: 0 })).toBe('');
+  });
+});
+
+describe('the whole-picture framing and GeM pooling on the real model', () => {
+  const spec = BUILTIN_MODELS['mobilenetv2-int8']!;
+  const whole = { ...spec, gemPower: 3, preprocess: { ...spec.preprocess, framing: 'whole' as const } };
+  const preprocessor = new SharpImagePreprocessor(whole.preprocess, { maxBytes: 1e8, maxPixels: 1e8 });
+  let gem: OnnxEmbedder;
+  let average: OnnxEmbedder;
+  beforeAll(async () => {
+    const bytes = readVerifiedModel(spec, MODELS_DIR);
+    gem = await OnnxEmbedder.load(whole, bytes, { threads: 0, batchSize: 8 });
+    average = await OnnxEmbedder.load(spec, bytes, { threads: 0, batchSize: 8 });
+  });
+  afterAll(async () => {
+    await gem.close();
+    await average.close();
+  });
+
+  it('keeps the aspect (shorter side 224) and caps a panorama at 4:1', async () => {
+    // Act
+    const landscape = await preprocessor.prepare(await split(300, 200));
+    const panorama = await preprocessor.prepare(await split(2000, 100));
+    // Assess
+    expect(landscape.tensorShape).toEqual({ height: 224, width: 336 });
+    expect(landscape.tensor).toHaveLength(3 * 224 * 336);
+    expect(panorama.tensorShape).toEqual({ height: 224, width: 896 });
+  });
+
+  it('embeds pictures of different shapes in one call exactly as one at a time, with GeM unlike average', async () => {
+    // Arrange: shapes interleaved, so equal shapes are not neighbours in the batch.
+    const photos = ['okapi/image_0001.jpg', 'okapi/image_0002.jpg', 'dolphin/image_0001.jpg'];
+    const images = await Promise.all(
+      photos.map(async (photo) => preprocessor.prepare(readFileSync(join(CALTECH_DIR, photo)))),
+    );
+    images.push(await preprocessor.prepare(await split(300, 200)));
+    // Act
+    const together = await gem.embed(images);
+    const alone = await Promise.all(images.map(async (image) => (await gem.embed([image]))[0]!));
+    // Assess
+    expect(
+      new Set(images.map((i) => `${i.tensorShape?.height}x${i.tensorShape?.width}`)).size,
+    ).toBeGreaterThan(1);
+    together.forEach((vector, i) => {
+      expect(vector).toHaveLength(1280);
+      expect(dot(vector, alone[i]!)).toBeCloseTo(1, 5);
+    });
+    // GeM is not the model's own average pool: the same centre crop gives another vector.
+    const crop = new SharpImagePreprocessor(spec.preprocess, { maxBytes: 1e8, maxPixels: 1e8 });
+    const cropped = await crop.prepare(readFileSync(join(CALTECH_DIR, photos[0]!)));
+    const [byGem] = await gem.embed([cropped]);
+    const [byAverage] = await average.embed([cropped]);
+    expect(dot(byGem!, byAverage!)).toBeLessThan(0.999);
+    expect(dot(byGem!, byAverage!)).toBeGreaterThan(0.8);
   });
 });

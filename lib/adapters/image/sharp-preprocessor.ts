@@ -1,8 +1,8 @@
 import sharp, { type Metadata } from 'sharp';
 import phash from 'sharp-phash';
 import { TooLargeError, UnsupportedImageError } from '../../core/errors';
-import type { PreprocessSpec } from '../../core/model-spec';
-import type { ImagePreprocessor, PreparedImage } from '../../core/ports';
+import { MAX_WHOLE_ASPECT, type PreprocessSpec } from '../../core/model-spec';
+import type { ImagePreprocessor, PreparedImage, TensorShape } from '../../core/ports';
 
 export interface ImageLimits {
   /** Refuse inputs larger than this many bytes before decoding anything. */
@@ -65,10 +65,7 @@ export class SharpImagePreprocessor implements ImagePreprocessor {
     if (width * height > this.limits.maxPixels) {
       throw pixelLimitError(width, height, this.limits.maxPixels);
     }
-    const { resizeShorterTo, cropSize } = this.spec;
-    const scale = resizeShorterTo / Math.min(width, height);
-    const resizedWidth = Math.max(cropSize, Math.round(width * scale));
-    const resizedHeight = Math.max(cropSize, Math.round(height * scale));
+    const { width: resizedWidth, height: resizedHeight } = framedSize(width, height, this.spec);
     let pixels: Buffer;
     try {
       pixels = await input
@@ -94,8 +91,12 @@ export class SharpImagePreprocessor implements ImagePreprocessor {
     // The centre crop is cut here rather than by libvips so that the whole resized picture stays
     // available to the perceptual hash (copy detection wants the whole frame, the model its crop).
     const frame = { pixels, width: resizedWidth, height: resizedHeight };
+    const whole = this.spec.framing === 'whole';
     return {
-      tensor: toNormalisedChw(frame, cropSize, this.spec),
+      tensor: whole
+        ? toNormalisedChw(frame, frame, this.spec)
+        : toNormalisedChw(frame, square(this.spec.cropSize), this.spec),
+      tensorShape: whole ? { height: resizedHeight, width: resizedWidth } : undefined,
       width,
       height,
       perceptualHash: () =>
@@ -104,24 +105,45 @@ export class SharpImagePreprocessor implements ImagePreprocessor {
   }
 }
 
-/** The centred crop x crop window of an RGB frame, as normalised NCHW float32. */
+/**
+ * The size the decoded picture is resized to. 'crop': shorter side resizeShorterTo (the centre crop is
+ * cut afterwards); 'squash': cropSize square; 'whole': shorter side cropSize, aspect kept up to
+ * MAX_WHOLE_ASPECT (a longer panorama is squashed to that).
+ */
+export function framedSize(width: number, height: number, spec: PreprocessSpec): TensorShape {
+  const { resizeShorterTo, cropSize } = spec;
+  if (spec.framing === 'squash') return square(cropSize);
+  const shorter = spec.framing === 'whole' ? cropSize : resizeShorterTo;
+  const longest = spec.framing === 'whole' ? cropSize * MAX_WHOLE_ASPECT : Number.POSITIVE_INFINITY;
+  const scale = shorter / Math.min(width, height);
+  return {
+    width: Math.min(longest, Math.max(cropSize, Math.round(width * scale))),
+    height: Math.min(longest, Math.max(cropSize, Math.round(height * scale))),
+  };
+}
+
+function square(side: number): TensorShape {
+  return { width: side, height: side };
+}
+
+/** The centred window of an RGB frame, as normalised NCHW float32. */
 function toNormalisedChw(
   frame: { readonly pixels: Buffer; readonly width: number; readonly height: number },
-  cropSize: number,
+  window: TensorShape,
   spec: PreprocessSpec,
 ): Float32Array {
-  const plane = cropSize * cropSize;
+  const plane = window.width * window.height;
   const tensor = new Float32Array(plane * 3);
-  const left = Math.round((frame.width - cropSize) / 2);
-  const top = Math.round((frame.height - cropSize) / 2);
+  const left = Math.round((frame.width - window.width) / 2);
+  const top = Math.round((frame.height - window.height) / 2);
   for (let channel = 0; channel < 3; channel++) {
     const scale = 1 / (255 * spec.std[channel]!);
     const offset = spec.mean[channel]! / spec.std[channel]!;
     const base = channel * plane;
-    for (let y = 0; y < cropSize; y++) {
+    for (let y = 0; y < window.height; y++) {
       const row = ((top + y) * frame.width + left) * 3 + channel;
-      const out = base + y * cropSize;
-      for (let x = 0; x < cropSize; x++) tensor[out + x] = frame.pixels[row + x * 3]! * scale - offset;
+      const out = base + y * window.width;
+      for (let x = 0; x < window.width; x++) tensor[out + x] = frame.pixels[row + x * 3]! * scale - offset;
     }
   }
   return tensor;

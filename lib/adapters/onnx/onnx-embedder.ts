@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { ConfigError } from '../../core/errors';
 import type { ModelSpec } from '../../core/model-spec';
-import type { Embedder, PreparedImage } from '../../core/ports';
+import type { Embedder, PreparedImage, TensorShape } from '../../core/ports';
 import { l2Normalise } from '../../core/vectors';
 import { exposeFeatureTensor } from './onnx-graph';
 
@@ -60,6 +60,10 @@ export class OnnxEmbedder implements Embedder {
       featureTensor: spec.featureTensor,
       inputName: spec.inputName,
       featuresOnly: true,
+      // Whole pictures come in any shape; the model's own fixed-kernel pool (7 x 7 in Caffe2-era
+      // ResNets) would then not be global, so GeM with p = 1 (the plain average) replaces it.
+      anySize: spec.preprocess.framing === 'whole',
+      gemPower: spec.gemPower ? spec.gemPower : spec.preprocess.framing === 'whole' ? 1 : undefined,
     });
     const session = await ort.InferenceSession.create(graph.modelBytes, onnxSessionOptions(options.threads));
     const maxBatch = Math.max(1, Math.min(options.batchSize, graph.fixedBatchSize ?? options.batchSize));
@@ -72,7 +76,7 @@ export class OnnxEmbedder implements Embedder {
       graph.featureOutput,
       new Float32Array(3 * cropSize * cropSize),
       1,
-      cropSize,
+      { height: cropSize, width: cropSize },
     );
     const dimension = probe.dims.slice(1).reduce((a, b) => a * b, 1);
     if (dimension !== spec.dimension) {
@@ -92,20 +96,38 @@ export class OnnxEmbedder implements Embedder {
     );
   }
 
+  /**
+   * One inference run per batch of consecutive images of the same tensor shape (at most maxBatch):
+   * square crops always batch; whole pictures batch when their shapes agree.
+   */
   async embed(images: readonly PreparedImage[]): Promise<Float32Array[]> {
     const vectors: Float32Array[] = [];
-    const imageSize = 3 * this.cropSize * this.cropSize;
-    for (let start = 0; start < images.length; start += this.maxBatch) {
-      const batch = images.slice(start, start + this.maxBatch);
+    const square = { height: this.cropSize, width: this.cropSize };
+    for (let start = 0; start < images.length;) {
+      const shape = images[start]!.tensorShape ?? square;
+      let end = start + 1;
+      while (
+        end < images.length &&
+        end - start < this.maxBatch &&
+        sameShape(images[end]!.tensorShape ?? square, shape)
+      ) {
+        end += 1;
+      }
+      const batch = images.slice(start, end);
+      start = end;
+      const imageSize = 3 * shape.height * shape.width;
       const input = new Float32Array(batch.length * imageSize);
-      batch.forEach((image, i) => input.set(image.tensor, i * imageSize));
+      batch.forEach((image, i) => {
+        if (image.tensor.length !== imageSize) throw new Error('A tensor does not match its shape.');
+        input.set(image.tensor, i * imageSize);
+      });
       const output = await runFeatures(
         this.session,
         this.inputName,
         this.featureOutput,
         input,
         batch.length,
-        this.cropSize,
+        shape,
       );
       const features = output.data as Float32Array;
       for (let i = 0; i < batch.length; i++) {
@@ -126,13 +148,17 @@ async function runFeatures(
   outputName: string,
   data: Float32Array,
   batch: number,
-  cropSize: number,
+  shape: TensorShape,
 ): Promise<ort.Tensor> {
-  const feeds = { [inputName]: new ort.Tensor('float32', data, [batch, 3, cropSize, cropSize]) };
+  const feeds = { [inputName]: new ort.Tensor('float32', data, [batch, 3, shape.height, shape.width]) };
   const result = await session.run(feeds, [outputName]);
   const output = result[outputName];
   if (!output || output.type !== 'float32') {
     throw new ConfigError(`The model did not produce float32 features at '${outputName}'.`);
   }
   return output;
+}
+
+function sameShape(a: TensorShape, b: TensorShape): boolean {
+  return a.height === b.height && a.width === b.width;
 }

@@ -54,7 +54,6 @@ export class OnnxWorkerPool implements Embedder {
 
   private constructor(
     private readonly slots: readonly Slot[],
-    private readonly imageSize: number,
     private readonly batchSize: number,
     readonly modelId: string,
     readonly dimension: number,
@@ -95,7 +94,6 @@ export class OnnxWorkerPool implements Embedder {
     }
     return new OnnxWorkerPool(
       workers.map((worker) => ({ worker, current: undefined })),
-      3 * spec.preprocess.cropSize ** 2,
       Math.max(1, options.batchSize),
       spec.id,
       spec.dimension,
@@ -135,9 +133,17 @@ export class OnnxWorkerPool implements Embedder {
   private submit(images: readonly PreparedImage[]): Promise<Float32Array> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(workersStopped());
-    const transfer = new ArrayBuffer(images.length * this.imageSize * Float32Array.BYTES_PER_ELEMENT);
+    const total = images.reduce((sum, image) => sum + image.tensor.length, 0);
+    const transfer = new ArrayBuffer(total * Float32Array.BYTES_PER_ELEMENT);
     const input = new Float32Array(transfer);
-    images.forEach((image, i) => input.set(image.tensor, i * this.imageSize));
+    let offset = 0;
+    for (const image of images) {
+      input.set(image.tensor, offset);
+      offset += image.tensor.length;
+    }
+    const shapes = images.some((image) => image.tensorShape)
+      ? images.map((image) => image.tensorShape)
+      : undefined;
     let resolve!: (vectors: Float32Array) => void;
     let reject!: (error: Error) => void;
     const result = new Promise<Float32Array>((onVectors, onError) => {
@@ -145,7 +151,7 @@ export class OnnxWorkerPool implements Embedder {
       reject = onError;
     });
     const settled = result.catch(() => undefined);
-    const request = { id: this.nextId++, count: images.length, input };
+    const request = { id: this.nextId++, count: images.length, input, shapes };
     this.waiting.push({ request, transfer, settled, resolve, reject });
     this.dispatch();
     return result;

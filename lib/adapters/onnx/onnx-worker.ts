@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ModelSpec } from '../../core/model-spec';
-import type { PreparedImage } from '../../core/ports';
+import type { PreparedImage, TensorShape } from '../../core/ports';
 import { OnnxEmbedder } from './onnx-embedder';
 
 export interface WorkerInit {
@@ -15,11 +15,15 @@ export interface WorkerInit {
   readonly batchSize: number;
 }
 
-/** Images of one chunk in one buffer (count x 3 x crop x crop), transferred, not copied. */
+/**
+ * Images of one chunk in one buffer, one after the other (each 3 x height x width), transferred, not
+ * copied; `shapes` gives each image's tensor shape when it is not the model's square crop.
+ */
 export interface ChunkRequest {
   readonly id: number;
   readonly count: number;
   readonly input: Float32Array;
+  readonly shapes?: readonly (TensorShape | undefined)[] | undefined;
 }
 
 /** What an error looks like on its way back to the pool: the class name, the message and the hint. */
@@ -52,13 +56,16 @@ async function serve(port: NonNullable<typeof parentPort>, init: WorkerInit): Pr
     port.postMessage({ kind: 'failed', error: serialize(error) } satisfies WorkerReply);
     return;
   }
-  const imageSize = 3 * init.spec.preprocess.cropSize ** 2;
+  const crop = init.spec.preprocess.cropSize;
   port.on('message', (request: ChunkRequest) => {
-    const images: PreparedImage[] = Array.from({ length: request.count }, (_, i) => ({
-      tensor: request.input.subarray(i * imageSize, (i + 1) * imageSize),
-      width: 0,
-      height: 0,
-    }));
+    let offset = 0;
+    const images: PreparedImage[] = Array.from({ length: request.count }, (_, i) => {
+      const tensorShape = request.shapes?.[i];
+      const size = 3 * (tensorShape ? tensorShape.height * tensorShape.width : crop * crop);
+      const tensor = request.input.subarray(offset, offset + size);
+      offset += size;
+      return { tensor, tensorShape, width: 0, height: 0 };
+    });
     embedder.embed(images).then(
       (vectors) => {
         const flat = new Float32Array(vectors.length * embedder.dimension);

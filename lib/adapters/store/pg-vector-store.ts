@@ -137,6 +137,12 @@ export class PgVectorStore implements VectorStore {
     return this.reads.getEmbedding(source, key);
   }
 
+  getSearchedEmbeddings(
+    refs: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<(Float32Array | undefined)[]> {
+    return this.reads.getSearchedEmbeddings(refs);
+  }
+
   getSearchedEmbedding(source: string, key: string): Promise<Float32Array | undefined> {
     return this.reads.getSearchedEmbedding(source, key);
   }

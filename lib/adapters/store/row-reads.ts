@@ -68,6 +68,20 @@ export class RowReads {
     return row ? decodeHalfvec(row.embedding) : undefined;
   }
 
+  async getSearchedEmbeddings(
+    refs: readonly { readonly source: string; readonly key: string }[],
+  ): Promise<(Float32Array | undefined)[]> {
+    if (refs.length === 0) return [];
+    const rows = await this.client.query<{ source: string; key: string; embedding: Uint8Array }>(
+      `SELECT source, key, halfvec_send(embedding) AS embedding
+         FROM images
+        WHERE (source, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [refs.map((r) => r.source), refs.map((r) => r.key)],
+    );
+    const found = new Map(rows.map((r) => [refKey(r), decodeHalfvec(r.embedding)]));
+    return refs.map((ref) => found.get(refKey(ref)));
+  }
+
   /** The image or failure held for one key. */
   async indexedKey(source: string, key: string): Promise<IndexedKey | undefined> {
     const [row] = await this.client.query<{ etag: string | null; failed: boolean }>(
