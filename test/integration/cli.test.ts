@@ -173,6 +173,24 @@ describe('ompf CLI on a real gallery (mobilenetv2-int8, embedded PGlite store)',
     expect(hits[0]!.key.startsWith('dolphin/')).toBe(true);
     const refused = await ompf(['search', '--key', 'dolphin/2.jpg', '--qe', '11'], env);
     expect(refused.code).toBe(2);
+    const badRerank = await ompf(['search', '--key', 'dolphin/2.jpg', '--rerank', '600'], env);
+    expect(badRerank.code).toBe(2);
+    expect(badRerank.stderr).toMatch(/from 0 to 500/);
+  });
+
+  it('re-ranks on request and not when told not to, reporting each image its own distance', async () => {
+    const search = async (rerank: string) =>
+      (
+        await ompf(['--json', 'search', '--key', 'dolphin/2.jpg', '-n', '8', '--rerank', rerank], env)
+      ).json<SearchJson>().hits;
+    const plain = await search('0');
+    const reranked = await search('100');
+    // The same images' own distances, whatever the order.
+    const distanceOf = new Map(plain.map((h) => [h.key, h.distance]));
+    for (const hit of reranked) {
+      if (distanceOf.has(hit.key)) expect(hit.distance).toBeCloseTo(distanceOf.get(hit.key)!, 6);
+    }
+    expect(reranked[0]!.key.startsWith('dolphin/')).toBe(true);
   });
 
   it('treats a change of embedding transform like a change of model', async () => {

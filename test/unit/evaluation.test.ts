@@ -36,9 +36,14 @@ describe('search options', () => {
       queryExpansion: 0,
       metric: 'cosine',
       keyPrefix: undefined,
+      rerank: 0,
     });
     expect(validateSearchOptions({ limit: 1 }).limit).toBe(1);
     expect(validateSearchOptions({ limit: 100 }).limit).toBe(100);
+  });
+
+  it.each([-1, 501, 2.5, Number.NaN])('refuses re-ranking of %s candidates', (rerank) => {
+    expect(() => validateSearchOptions({ rerank })).toThrow(/Re-ranking takes 0 \(off\) to 500 candidates/);
   });
 
   it('refuses a prefix longer than 1,024 bytes and an unknown metric', () => {

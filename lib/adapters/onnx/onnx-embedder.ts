@@ -97,41 +97,45 @@ export class OnnxEmbedder implements Embedder {
   }
 
   /**
-   * One inference run per batch of consecutive images of the same tensor shape (at most maxBatch):
-   * square crops always batch; whole pictures batch when their shapes agree.
+   * Images of the same tensor shape run together, at most maxBatch per run; vectors come back in input
+   * order. Square crops always batch; whole pictures batch when their shapes agree (photos from one
+   * camera mostly do; the mixed Caltech-101 sizes mostly do not).
    */
   async embed(images: readonly PreparedImage[]): Promise<Float32Array[]> {
-    const vectors: Float32Array[] = [];
+    const vectors: Float32Array[] = new Array<Float32Array>(images.length);
     const square = { height: this.cropSize, width: this.cropSize };
-    for (let start = 0; start < images.length;) {
-      const shape = images[start]!.tensorShape ?? square;
-      let end = start + 1;
-      while (
-        end < images.length &&
-        end - start < this.maxBatch &&
-        sameShape(images[end]!.tensorShape ?? square, shape)
-      ) {
-        end += 1;
-      }
-      const batch = images.slice(start, end);
-      start = end;
+    // Images grouped by tensor shape (input order kept within a group), each group run in batches.
+    const groups = new Map<string, number[]>();
+    images.forEach((image, index) => {
+      const shape = image.tensorShape ?? square;
+      const key = `${shape.height}x${shape.width}`;
+      const group = groups.get(key);
+      if (group) group.push(index);
+      else groups.set(key, [index]);
+    });
+    for (const indices of groups.values()) {
+      const shape = images[indices[0]!]!.tensorShape ?? square;
       const imageSize = 3 * shape.height * shape.width;
-      const input = new Float32Array(batch.length * imageSize);
-      batch.forEach((image, i) => {
-        if (image.tensor.length !== imageSize) throw new Error('A tensor does not match its shape.');
-        input.set(image.tensor, i * imageSize);
-      });
-      const output = await runFeatures(
-        this.session,
-        this.inputName,
-        this.featureOutput,
-        input,
-        batch.length,
-        shape,
-      );
-      const features = output.data as Float32Array;
-      for (let i = 0; i < batch.length; i++) {
-        vectors.push(l2Normalise(features.slice(i * this.dimension, (i + 1) * this.dimension)));
+      for (let start = 0; start < indices.length; start += this.maxBatch) {
+        const batch = indices.slice(start, start + this.maxBatch);
+        const input = new Float32Array(batch.length * imageSize);
+        batch.forEach((index, i) => {
+          const tensor = images[index]!.tensor;
+          if (tensor.length !== imageSize) throw new Error('A tensor does not match its shape.');
+          input.set(tensor, i * imageSize);
+        });
+        const output = await runFeatures(
+          this.session,
+          this.inputName,
+          this.featureOutput,
+          input,
+          batch.length,
+          shape,
+        );
+        const features = output.data as Float32Array;
+        batch.forEach((index, i) => {
+          vectors[index] = l2Normalise(features.slice(i * this.dimension, (i + 1) * this.dimension));
+        });
       }
     }
     return vectors;
@@ -157,8 +161,4 @@ async function runFeatures(
     throw new ConfigError(`The model did not produce float32 features at '${outputName}'.`);
   }
   return output;
-}
-
-function sameShape(a: TensorShape, b: TensorShape): boolean {
-  return a.height === b.height && a.width === b.width;
 }
